@@ -1,0 +1,1 @@
+"""Train, export to ONNX, verify and write the model repository (`python -m export build`)."""

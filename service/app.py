@@ -1,0 +1,65 @@
+"""create_app(settings): the lifespan loads the registry in the background; routers are mounted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import swagger_ui_bundle
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.staticfiles import StaticFiles
+
+from service.body_limit import BodySizeLimit
+from service.errors import install_error_handlers
+from service.registry import ModelRegistry
+from service.routes import typed
+from service.runtime import plan_providers, usable_cpus
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        plan = plan_providers(settings)  # providers=cuda without CUDA fails start-up here
+        log.info("execution providers: %s (%s)", [name for name, _ in plan.providers], plan.note)
+        app.state.registry = ModelRegistry(settings, plan, usable_cpus())
+        app.state.executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
+        # Load in the background: the server answers /health (503 "loading") while models warm up.
+        loading = asyncio.create_task(asyncio.to_thread(app.state.registry.load_all))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            app.state.executor.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(
+        title="ortserve",
+        summary="A CNN, an LSTM and a Transformer served from ONNX Runtime",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_request_mb * 1024 * 1024))
+    app.include_router(typed.router)
+
+    # Swagger UI from a package, so /docs works on a machine with no internet.
+    app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="ortserve API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        )
+
+    return app

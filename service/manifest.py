@@ -1,0 +1,136 @@
+"""The model repository's manifest: the one contract between `export` (writes) and `service` (reads).
+
+Layout (Triton-style): ``<repository>/<model-name>/<version>/model.onnx`` with ``manifest.json``
+beside it, plus any file the pre-processing needs (``tokenizer.json``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+SCHEMA_VERSION = 1
+
+Task = Literal["image-classification", "sequence-forecast", "text-sentiment"]
+TensorType = Literal["float32", "float16", "int64", "int32"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class TensorSpec(_Strict):
+    name: str
+    dtype: TensorType
+    # An int is a fixed size, a string names a dynamic axis ("batch", "sequence").
+    shape: list[Union[int, str]]
+
+
+class ImagePreprocessing(_Strict):
+    kind: Literal["mnist-image"] = "mnist-image"
+    image_size: int = 28
+    digit_box: int = 20  # the longer side of the ink's bounding box after resizing
+    invert: Literal["auto"] = "auto"
+    mean: float
+    std: float
+
+
+class SentimentPreprocessing(_Strict):
+    kind: Literal["wordpiece"] = "wordpiece"
+    tokenizer_file: str = "tokenizer.json"
+    max_length: int
+    padding: Literal["longest"] = "longest"
+    neutral_band: float  # |mean human rating| below this is "neutral"
+
+
+class ForecastPreprocessing(_Strict):
+    kind: Literal["window"] = "window"
+    window: int  # L: the model sees the last L values
+    horizon_max: int  # H_max: forecast steps the model emits
+    min_history: int
+    periods: list[int]  # seasonal periods the model was trained on (1 = none)
+    scaling: str  # human-readable statement of the scaling rule (the code is service.tasks.forecast)
+    input_features: list[str]
+
+
+Preprocessing = Annotated[
+    Union[ImagePreprocessing, SentimentPreprocessing, ForecastPreprocessing],
+    Field(discriminator="kind"),
+]
+
+
+class DataProvenance(_Strict):
+    packages: dict[str, str]  # package name -> version the data came from
+    files: list[str]  # files or loaders used inside those packages
+    description: str
+    splits: dict[str, int]  # split name -> number of examples
+
+
+class TrainingRecord(_Strict):
+    seed: int
+    hyperparameters: dict[str, Union[int, float, str, bool, list[int], list[float], list[str]]]
+    duration_s: float
+    notes: str = ""
+
+
+class HeldOutMetrics(_Strict):
+    split: str  # what the held-out set is
+    n: int
+    model: dict[str, float]
+    baselines: dict[str, dict[str, float]] = {}
+    targets: dict[str, str] = {}  # metric -> the bar it had to clear, e.g. ">= 0.985"
+
+
+class ParityReport(_Strict):
+    runtime: str  # e.g. "onnxruntime 1.31.1 CPUExecutionProvider"
+    n: int
+    max_abs_diff: float
+    tolerance: float
+    argmax_agreement: Union[float, None] = None
+
+
+class BuildRecord(_Strict):
+    input_hash: str
+    created_at: str  # ISO-8601 UTC
+    quick: bool
+    versions: dict[str, str]  # torch, onnx, onnxruntime, ... used by the build
+
+
+class ModelManifest(_Strict):
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: str
+    task: Task
+    description: str
+    model_file: str = MODEL_FILE
+    sha256: str
+    opset: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    labels: list[str] = []
+    preprocessing: Preprocessing
+    data: DataProvenance
+    training: TrainingRecord
+    metrics: HeldOutMetrics
+    parity: ParityReport
+    build: BuildRecord
+
+    @classmethod
+    def load(cls, version_dir: Path) -> "ModelManifest":
+        return cls.model_validate_json((version_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+
+    def write(self, version_dir: Path) -> None:
+        (version_dir / MANIFEST_FILE).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

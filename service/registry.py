@@ -1,0 +1,131 @@
+"""The model registry: finds model versions in the repository, verifies and loads them, tracks readiness."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from service.errors import ModelNotFound, ModelNotReady
+from service.manifest import MANIFEST_FILE, ModelManifest, sha256_of
+from service.runtime import OnnxModel, ProviderPlan, session_options
+from service.settings import Settings
+
+log = logging.getLogger("service.registry")
+
+TASK_CLASSES = {
+    "image-classification": "service.tasks.image:ImageTask",
+    "sequence-forecast": "service.tasks.forecast:ForecastTask",
+    "text-sentiment": "service.tasks.sentiment:SentimentTask",
+}
+
+State = Literal["loading", "ready", "failed"]
+
+
+class RepositoryError(RuntimeError):
+    """The repository holds nothing that can be served."""
+
+
+def task_class(task: str) -> type:
+    module, name = TASK_CLASSES[task].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    version: str
+    version_dir: Path
+    manifest: ModelManifest | None = None
+    state: State = "loading"
+    error: str | None = None
+    model: OnnxModel | None = None
+    task: Any = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, plan: ProviderPlan, cpus: int):
+        self.settings = settings
+        self.plan = plan
+        self.cpus = cpus
+        self.entries: dict[tuple[str, str], ModelEntry] = {}
+        self.discover()
+
+    def discover(self) -> None:
+        root = self.settings.model_repository
+        if not root.is_dir():
+            raise RepositoryError(f"model repository {root} does not exist: build it with `make models`")
+        for manifest in sorted(root.glob(f"*/*/{MANIFEST_FILE}")):
+            version_dir = manifest.parent
+            if version_dir.name.isdigit():
+                key = (version_dir.parent.name, version_dir.name)
+                entry = self.entries[key] = ModelEntry(name=key[0], version=key[1], version_dir=version_dir)
+                try:
+                    entry.manifest = ModelManifest.load(version_dir)
+                    if (entry.manifest.name, entry.manifest.version) != key:
+                        raise ValueError(f"manifest names {entry.manifest.name}/{entry.manifest.version}")
+                except ValueError as exc:
+                    self._fail(entry, exc)
+        if not self.entries:
+            raise RepositoryError(f"model repository {root} has no <model>/<version>/{MANIFEST_FILE}: run `make models`")
+
+    def load_all(self) -> None:
+        for entry in self.entries.values():
+            self.load(entry)
+
+    def load(self, entry: ModelEntry) -> None:
+        """Verify, open and warm up one version; a failure marks that version failed, not the service."""
+        if entry.state == "failed":
+            return
+        manifest = entry.manifest
+        try:
+            model_path = entry.version_dir / manifest.model_file
+            digest = sha256_of(model_path)
+            if digest != manifest.sha256:
+                raise ValueError(f"{model_path} sha256 {digest[:12]}... does not match the manifest's {manifest.sha256[:12]}...")
+            model = OnnxModel(model_path, manifest.inputs, self.plan, session_options(self.settings, self.cpus))
+            task = task_class(manifest.task)(manifest.preprocessing, manifest.labels, entry.version_dir)
+            model.warm_up()
+        except Exception as exc:  # one bad model must not take the others down
+            self._fail(entry, exc)
+            return
+        entry.model, entry.task = model, task
+        entry.state, entry.error = "ready", None
+        log.info("model %s/%s ready on %s", entry.name, entry.version, ", ".join(model.providers))
+
+    @staticmethod
+    def _fail(entry: ModelEntry, exc: Exception) -> None:
+        entry.state, entry.error = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("model %s/%s failed to load: %s", entry.name, entry.version, entry.error)
+
+    def versions(self, name: str) -> list[ModelEntry]:
+        found = [e for (n, _), e in self.entries.items() if n == name]
+        return sorted(found, key=lambda e: int(e.version))
+
+    def get(self, name: str, version: str | None = None) -> ModelEntry:
+        """The requested version, or the newest ready one; 404 when unknown, 503 when not ready."""
+        versions = self.versions(name)
+        if not versions:
+            raise ModelNotFound(f"no model named {name!r}")
+        if version is not None:
+            entry = self.entries.get((name, version))
+            if entry is None:
+                raise ModelNotFound(f"model {name!r} has no version {version!r}")
+        else:
+            ready = [e for e in versions if e.ready]
+            entry = ready[-1] if ready else versions[-1]
+        if not entry.ready:
+            detail = f": {entry.error}" if entry.error else " (still loading)"
+            raise ModelNotReady(f"model {name}/{entry.version} is not ready{detail}")
+        return entry
+
+    @property
+    def status(self) -> str:
+        states = {e.state for e in self.entries.values()}
+        return "loading" if "loading" in states else "degraded" if "failed" in states else "ok"

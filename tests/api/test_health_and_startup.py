@@ -1,0 +1,111 @@
+"""Start-up, readiness, degraded models, provider selection and offline docs, on real servers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.conftest import ROOT, start_server, wait_for_health
+
+MODELS = {"mnist-cnn", "forecast-lstm", "sentiment-transformer"}
+
+
+def test_health_goes_from_503_loading_to_200(api_repository, tmp_path):
+    seen: list[tuple[int, str]] = []
+    with start_server(api_repository, tmp_path / "log", wait_ready=False) as server:
+        deadline = time.monotonic() + 120
+        with server.client(timeout=5) as client:
+            while time.monotonic() < deadline:
+                try:
+                    response = client.get("/health")
+                except httpx.TransportError:
+                    time.sleep(0.005)
+                    continue
+                seen.append((response.status_code, response.json()["status"]))
+                if response.status_code == 200:
+                    break
+        body = response.json()
+    assert seen[0] == (503, "loading"), seen[:3]
+    assert seen[-1] == (200, "ok")
+    assert {m["name"] for m in body["models"]} == MODELS
+    assert all(m["ready"] and m["providers"] == ["CPUExecutionProvider"] for m in body["models"])
+
+
+def test_auto_reports_cpu_and_why(client):
+    body = client.get("/health").json()
+    for model in body["models"]:
+        assert model["providers"] == ["CPUExecutionProvider"]
+        assert "CUDAExecutionProvider" in model["note"] and "CPU" in model["note"]
+
+
+def test_models_lists_manifests(client):
+    models = client.get("/models").json()["models"]
+    by_name = {m["name"]: m for m in models}
+    assert set(by_name) == MODELS
+    assert by_name["mnist-cnn"]["manifest"]["labels"] == [str(d) for d in range(10)]
+    assert by_name["sentiment-transformer"]["manifest"]["labels"] == ["negative", "neutral", "positive"]
+    for model in models:
+        manifest = model["manifest"]
+        assert manifest["sha256"] and manifest["metrics"]["model"] and manifest["data"]["packages"]
+
+
+def test_corrupted_model_is_refused_and_the_rest_serve(api_repository, tmp_path):
+    repository = tmp_path / "repository"
+    shutil.copytree(api_repository, repository)
+    with (repository / "forecast-lstm" / "1" / "model.onnx").open("ab") as handle:
+        handle.write(b"tampered")
+    with start_server(repository, tmp_path / "log", wait_ready=False) as server:
+        response = wait_for_health(server, 503)
+        deadline = time.monotonic() + 60
+        while response.json()["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.1)
+            response = httpx.get(server.url + "/health")
+        assert response.status_code == 503 and response.json()["status"] == "degraded"
+        states = {m["name"]: m for m in response.json()["models"]}
+        assert states["forecast-lstm"]["state"] == "failed" and "sha256" in states["forecast-lstm"]["error"]
+        assert states["mnist-cnn"]["ready"] and states["sentiment-transformer"]["ready"]
+        with server.client() as client:
+            refused = client.post("/predict-sequence", json={"series": [float(i) for i in range(30)]})
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_not_ready"
+            assert client.post("/sentiment", json={"text": "A lovely, warm film."}).status_code == 200
+
+
+def test_cuda_on_a_cpu_only_install_fails_start_up(api_repository):
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--port", "0", "--providers", "cuda", "--model-repository", str(api_repository)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "providers=cuda was requested" in result.stderr and "onnxruntime-gpu" in result.stderr
+
+
+def test_missing_repository_fails_start_up(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--port", "0", "--model-repository", str(tmp_path / "none")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0 and "make models" in result.stderr
+
+
+def test_docs_work_offline(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "https://" not in page.text and "http://" not in page.text
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in page.text
+    script = client.get("/static/swagger-ui/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert client.get("/static/swagger-ui/swagger-ui.css").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert {"/classify-image", "/sentiment", "/predict-sequence", "/health", "/models"} <= set(schema["paths"])
+
+
+def test_help_lists_flags_and_environment(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "service", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0
+    for flag in ("--host", "--port", "--model-repository", "--providers", "--intra-op-threads", "--cuda-device-id"):
+        assert flag in result.stdout
+    assert "ORTSERVE_" in result.stdout

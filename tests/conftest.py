@@ -1,0 +1,130 @@
+"""Shared fixtures: model repositories (quick and real) and a real `python -m service` on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_NAMES = ("mnist-cnn", "forecast-lstm", "sentiment-transformer")
+
+
+def real_repository_path() -> Path:
+    return Path(os.environ.get("ORTSERVE_MODEL_REPOSITORY", ROOT / "model_repository"))
+
+
+def repository_complete(path: Path) -> bool:
+    return all((path / name / "1" / "manifest.json").is_file() for name in MODEL_NAMES)
+
+
+@pytest.fixture(scope="session")
+def real_repository() -> Path:
+    """The fully built repository (make models). CI sets ORTSERVE_REQUIRE_REAL_MODELS=1: absence fails."""
+    path = real_repository_path()
+    if not repository_complete(path):
+        if os.environ.get("ORTSERVE_REQUIRE_REAL_MODELS") == "1":
+            pytest.fail(f"{path} is not a complete model repository; run `make models`")
+        pytest.skip(f"{path} is not built; run `make models`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def quick_repository(tmp_path_factory) -> Path:
+    """The whole export pipeline in --quick mode, into a fresh repository and an empty cache."""
+    base = tmp_path_factory.mktemp("quick")
+    repository, cache = base / "model_repository", base / "cache"
+    data_cache = Path(os.environ.get("ORTSERVE_CACHE_DIR", Path.home() / ".cache" / "ortserve")) / "data"
+    if data_cache.is_dir():  # reuse downloaded data files, never finished models
+        cache.mkdir(parents=True)
+        (cache / "data").symlink_to(data_cache, target_is_directory=True)
+    subprocess.run(
+        [sys.executable, "-m", "export", "build", "--quick", "--repository", str(repository), "--cache-dir", str(cache)],
+        cwd=ROOT,
+        check=True,
+    )
+    return repository
+
+
+@pytest.fixture(scope="session")
+def api_repository(request) -> Path:
+    """The real repository where it is built, else the quick one (API behaviour, not accuracy)."""
+    path = real_repository_path()
+    return path if repository_complete(path) else request.getfixturevalue("quick_repository")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RunningServer:
+    def __init__(self, process: subprocess.Popen, url: str, log: Path):
+        self.process, self.url, self.log = process, url, log
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def start_server(repository: Path, log: Path, *args: str, wait_ready: bool = True, env: dict | None = None):
+    """`python -m service` on a free loopback port; waits for /health 200 unless told not to."""
+    port = free_port()
+    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+               "--model-repository", str(repository), *args]
+    with log.open("w") as sink:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})})
+    server = RunningServer(process, f"http://127.0.0.1:{port}", log)
+    try:
+        if wait_ready:
+            wait_for_health(server, 200)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_for_health(server: RunningServer, status: int, timeout: float = 120.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    with server.client() as client:
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.output()}")
+            try:
+                response = client.get("/health")
+                if response.status_code == status:
+                    return response
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    raise TimeoutError(f"/health never answered {status}:\n{server.output()}")
+
+
+@pytest.fixture(scope="session")
+def server(api_repository, tmp_path_factory):
+    """One real server for the API tests (real models where built, quick ones otherwise)."""
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with start_server(api_repository, log, "--max-request-mb", "2") as running:
+        yield running
+
+
+@pytest.fixture
+def client(server):
+    with server.client() as http:
+        yield http

@@ -1,0 +1,89 @@
+"""The MNIST-style pre-processing on real digits: polarity, cropping, scaling and centring."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.mnist_data import load_digits
+from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.manifest import ImagePreprocessing
+from service.tasks.image import ImageTask, digit_to_mnist, open_image, to_grayscale
+
+SPEC = ImagePreprocessing(mean=0.1, std=0.3)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits(seed=0)
+    return data.images[data.test[::50]]  # two of every class
+
+
+def bytes_of(image: Image.Image, fmt: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def shift_tolerant_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference, forgiving the one-pixel shifts that rounding the centre can cause."""
+    return min(
+        float(np.abs(np.roll(a, (dy, dx), axis=(0, 1)) - b).mean()) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+    )
+
+
+def test_output_is_centred_and_scaled(digits):
+    for digit in digits:
+        out = digit_to_mnist(digit.astype(np.float32), SPEC)
+        assert out.shape == (28, 28) and out.dtype == np.float32
+        assert 0.0 <= out.min() and out.max() <= 1.0
+        ys, xs = np.indices(out.shape)
+        centre = ((ys * out).sum() / out.sum(), (xs * out).sum() / out.sum())
+        assert np.allclose(centre, (13.5, 13.5), atol=1.0)
+        ink = np.argwhere(out > 0.2)
+        extent = ink.max(0) - ink.min(0) + 1
+        assert 17 <= extent.max() <= 21
+
+
+def test_polarity_and_size_do_not_matter(digits):
+    for digit in digits[:5]:
+        reference = digit_to_mnist(digit.astype(np.float32), SPEC)
+        inverted = Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BICUBIC)
+        canvas = Image.new("L", (400, 360), 255)
+        canvas.paste(inverted, (70, 40))
+        again = digit_to_mnist(to_grayscale(open_image(bytes_of(canvas))), SPEC)
+        assert shift_tolerant_difference(again, reference) < 0.05
+
+
+def test_decode_bytes_gives_model_input(digits):
+    task = ImageTask(SPEC, [str(d) for d in range(10)], version_dir=None)
+    decoded = task.decode_bytes(bytes_of(Image.fromarray(digits[0])), top_k=3)
+    assert decoded.feeds["image"].shape == (1, 1, 28, 28)
+    assert decoded.feeds["image"].dtype == np.float32
+
+
+def test_photo_like_grey_background(digits):
+    """A light-grey, slightly noisy background with dark strokes still yields one centred digit."""
+    rng = np.random.default_rng(0)
+    photo = 200 - digits[3].astype(np.float32) * 0.6 + rng.normal(0, 4, (28, 28))
+    out = digit_to_mnist(np.clip(photo, 0, 255), SPEC)
+    reference = digit_to_mnist(digits[3].astype(np.float32), SPEC)
+    assert shift_tolerant_difference(out, reference) < 0.08
+
+
+def test_refusals():
+    with pytest.raises(BadRequest):
+        open_image(b"")
+    with pytest.raises(UnsupportedMediaType):
+        open_image(b"plain text, not an image")
+    with pytest.raises(UnsupportedMediaType):
+        open_image(bytes_of(Image.new("L", (8, 8)), "PPM"))
+    with pytest.raises(BadRequest):
+        open_image(bytes_of(Image.new("L", (64, 64)))[:60])
+    with pytest.raises(PayloadTooLarge):
+        open_image(bytes_of(Image.new("1", (7000, 7000))))
+    with pytest.raises(InvalidInput):
+        digit_to_mnist(np.full((30, 30), 128, np.float32), SPEC)

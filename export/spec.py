@@ -114,7 +114,7 @@ def validate_export(module: torch.nn.Module, spec: ExportSpec, path: Path) -> No
             if isinstance(reference, torch.Tensor):
                 reference = (reference,)
             reference = [r.numpy() for r in reference]
-            got = session.run(spec.output_names, feeds)
+            got = session.run(None, feeds)  # by position: a misnamed output is reported above
             for out, want, have in zip(spec.outputs, reference, got):
                 if have.shape != want.shape:
                     failures.append(f"{where} {out.name}: shape {have.shape} != torch {want.shape}")

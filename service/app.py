@@ -16,7 +16,7 @@ from service.body_limit import BodySizeLimit
 from service.errors import install_error_handlers
 from service.registry import ModelRegistry
 from service.routes import typed
-from service.runtime import plan_providers, usable_cpus
+from service.runtime import physical_cores, plan_providers
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -27,7 +27,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         plan = plan_providers(settings)  # providers=cuda without CUDA fails start-up here
         log.info("execution providers: %s (%s)", [name for name, _ in plan.providers], plan.note)
-        app.state.registry = ModelRegistry(settings, plan, usable_cpus())
+        app.state.registry = ModelRegistry(settings, plan, physical_cores())
         app.state.executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
         # Load in the background: the server answers /health (503 "loading") while models warm up.
         loading = asyncio.create_task(asyncio.to_thread(app.state.registry.load_all))

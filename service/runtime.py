@@ -34,6 +34,20 @@ def usable_cpus() -> int:
     return max(1, count)
 
 
+def physical_cores() -> int:
+    """Usable CPUs counted once per physical core (hyper-threads share one core's arithmetic units)."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+        try:
+            with open(f"{topology}/physical_package_id") as package, open(f"{topology}/core_id") as core:
+                cores.add((package.read().strip(), core.read().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, min(len(cores), usable_cpus()))
+
+
 class ProviderUnavailable(RuntimeError):
     """providers=cuda was asked for and cannot be honoured: start-up must fail."""
 

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
         "HEURISTIC", description="cuDNN convolution algorithm search"
     )
-    intra_op_threads: int = Field(0, ge=0, description="threads inside one operator (0 = the CPUs this process may use)")
+    intra_op_threads: int = Field(0, ge=0, description="threads inside one operator (0 = the physical cores this process may use)")
     inter_op_threads: int = Field(1, ge=1, description="threads across operators")
     inference_workers: int = Field(2, ge=1, le=64, description="threads that run ONNX Runtime sessions concurrently")
 

@@ -1,0 +1,65 @@
+"""POST /predict-sequence with a real held-out series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.series_data import load_series
+
+
+@pytest.fixture(scope="module")
+def air_passengers():
+    """Monthly airline passengers 1949-1960 (R datasets), its last 18 months held out."""
+    series = next(s for s in load_series() if s.key.endswith("AirPassengers"))
+    history, _, test = series.split()
+    return np.concatenate([history, series.split()[1]]), test
+
+
+def smape(actual: np.ndarray, forecast: np.ndarray) -> float:
+    return float(np.mean(2 * np.abs(forecast - actual) / (np.abs(actual) + np.abs(forecast))))
+
+
+def forecast(client, series, **extra) -> np.ndarray:
+    response = client.post("/predict-sequence", json={"series": [float(v) for v in series], **extra})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "forecast-lstm" and body["version"] == "1"
+    return np.array(body["forecast"])
+
+
+def test_length_equals_horizon(client, air_passengers):
+    history, _ = air_passengers
+    for horizon in (1, 7, 12, 18):
+        assert len(forecast(client, history, horizon=horizon)) == horizon
+    assert len(forecast(client, history)) == 12  # the default
+
+
+def test_forecast_is_in_the_series_units(client, air_passengers):
+    history, _ = air_passengers
+    base = forecast(client, history, horizon=12, period=12)
+    assert np.all(np.isfinite(base))
+    scaled = forecast(client, history * 1000.0, horizon=12, period=12)
+    np.testing.assert_allclose(scaled, base * 1000.0, rtol=1e-3)
+    level = history[-12:].mean()
+    assert 0.5 * level < base.mean() < 2.0 * level
+
+
+def test_short_history_is_padded_not_refused(client, air_passengers):
+    history, _ = air_passengers
+    assert len(forecast(client, history[-12:], horizon=6)) == 6
+
+
+def test_zeros_and_negative_values_are_served(client):
+    values = [0.0, 3.0, -1.5, 2.0, 0.0, 4.0, -2.0, 1.0, 0.5, 0.0, 2.5, -0.5, 1.0, 0.0]
+    assert np.all(np.isfinite(forecast(client, values, horizon=4)))
+    assert np.all(forecast(client, [5.0] * 20, horizon=3) == pytest.approx(5.0, rel=0.05))
+
+
+@pytest.mark.real_models
+def test_held_out_tail_is_forecast_well(client, air_passengers, real_repository):
+    history, test = air_passengers
+    predicted = forecast(client, history, horizon=len(test), period=12)
+    seasonal_naive = np.tile(history[-12:], 2)[: len(test)]
+    assert smape(test, predicted) < 0.15
+    assert smape(test, predicted) < smape(test, seasonal_naive) * 1.5

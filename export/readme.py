@@ -28,7 +28,7 @@ def load_manifests(repository: Path, names: list[str] | None = None) -> list[Mod
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return f"{value:.4g}"
 
 
 def _metrics(values: dict[str, float]) -> str:

@@ -71,7 +71,8 @@ class ForecastRequest(BaseModel):
 class ForecastResponse(BaseModel):
     model: str
     version: str
-    forecast: list[float]
+    forecast: list[float] = Field(description="the next `horizon` values, in the units of the series")
+    period: Literal[1, 4, 12] = Field(description="the seasonal period used: as given, or as detected")
 
 
 @dataclass
@@ -252,4 +253,6 @@ class ForecastTask:
     def encode(self, outputs: list[np.ndarray], decoded: Decoded, model: str, version: str) -> ForecastResponse:
         horizon = decoded.context["horizon"]
         forecast = unscale(outputs[0][:, :horizon], decoded.context["scaling"])[0]
-        return ForecastResponse(model=model, version=version, forecast=[float(v) for v in forecast])
+        return ForecastResponse(
+            model=model, version=version, forecast=[float(v) for v in forecast], period=int(decoded.context["period"])
+        )

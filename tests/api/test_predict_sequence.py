@@ -45,6 +45,14 @@ def test_forecast_is_in_the_series_units(client, air_passengers):
     assert 0.5 * level < base.mean() < 2.0 * level
 
 
+def test_period_is_echoed_or_detected(client, air_passengers):
+    history, _ = air_passengers
+    detected = client.post("/predict-sequence", json={"series": list(history[-48:]), "horizon": 3}).json()
+    assert detected["period"] == 12
+    given = client.post("/predict-sequence", json={"series": list(history[-48:]), "horizon": 3, "period": 1}).json()
+    assert given["period"] == 1
+
+
 def test_short_history_is_padded_not_refused(client, air_passengers):
     history, _ = air_passengers
     assert len(forecast(client, history[-12:], horizon=6)) == 6

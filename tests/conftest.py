@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from export.build import default_cache_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAMES = ("mnist-cnn", "forecast-lstm", "sentiment-transformer")
 
@@ -41,7 +43,7 @@ def quick_repository(tmp_path_factory) -> Path:
     """The whole export pipeline in --quick mode, into a fresh repository and an empty cache."""
     base = tmp_path_factory.mktemp("quick")
     repository, cache = base / "model_repository", base / "cache"
-    data_cache = Path(os.environ.get("ORTSERVE_CACHE_DIR", Path.home() / ".cache" / "ortserve")) / "data"
+    data_cache = default_cache_dir() / "data"
     if data_cache.is_dir():  # reuse downloaded data files, never finished models
         cache.mkdir(parents=True)
         (cache / "data").symlink_to(data_cache, target_is_directory=True)

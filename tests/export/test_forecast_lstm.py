@@ -10,7 +10,6 @@ from models.lstm import smape, training_examples
 from models.series_data import MIN_LENGTH, PERIODS, TEST_HORIZON, load_series
 from service.manifest import ModelManifest
 from service.tasks.forecast import ForecastRequest, ForecastTask
-from tests.conftest import real_repository_path
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +70,8 @@ def test_the_build_key_covers_the_service_code():
 
 
 @pytest.fixture(scope="module")
-def real_forecast_repository():
-    version_dir = real_repository_path() / "forecast-lstm" / "1"
-    if not (version_dir / "manifest.json").is_file():
-        pytest.skip(f"{version_dir} is not built; run `python -m export build --only forecast-lstm`")
-    return version_dir
+def real_forecast_repository(real_repository):
+    return real_repository / "forecast-lstm" / "1"
 
 
 @pytest.mark.real_models

@@ -3,7 +3,6 @@ audit of the built model's manifest against a fresh evaluation of held-out sente
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -27,25 +26,18 @@ from models.sentiment_data import (
 )
 from service.manifest import ModelManifest, sha256_of
 
-REPOSITORY = Path(os.environ.get("ORTSERVE_MODEL_REPOSITORY", Path(__file__).resolve().parents[2] / "model_repository"))
-VERSION_DIR = REPOSITORY / "sentiment-transformer" / "1"
 ROWS_PER_DOMAIN = {"tweets": 4200, "movieReviewSnippets": 10605, "amazonReviewSnippets": 3708, "nytEditorialSnippets": 5190}
 AUDIT_SAMPLE = 400
 
 
 @pytest.fixture(scope="module")
 def cache_dir() -> Path:
-    return Path(os.environ.get("ORTSERVE_CACHE_DIR") or default_cache_dir())
+    return default_cache_dir()
 
 
 @pytest.fixture(scope="module")
 def corpus(cache_dir):
-    try:
-        return load_corpus(cache_dir)
-    except CorpusIntegrityError:
-        raise
-    except RuntimeError as error:  # no network and nothing cached yet
-        pytest.skip(f"VADER corpus unavailable: {error}")
+    return load_corpus(cache_dir)
 
 
 def test_rows_per_domain(corpus):
@@ -119,8 +111,8 @@ def test_length_buckets_cover_every_sentence_once():
 
 def test_exported_classifier_scores_a_text_alone_as_in_a_batch(tmp_path):
     """Padding must not change a sentence's logits: masked attention and masked mean pooling."""
-    torch = pytest.importorskip("torch")
     import onnxruntime as ort
+    import torch
 
     from export.sentiment_transformer import EXPORT_SPEC
     from export.spec import export_to_onnx
@@ -147,15 +139,14 @@ def test_exported_classifier_scores_a_text_alone_as_in_a_batch(tmp_path):
 
 
 @pytest.mark.real_models
-def test_built_model_meets_targets_and_its_manifest_is_honest(cache_dir):
-    if not (VERSION_DIR / "manifest.json").is_file():
-        pytest.skip(f"no built sentiment-transformer in {REPOSITORY}")
+def test_built_model_meets_targets_and_its_manifest_is_honest(cache_dir, real_repository):
+    version_dir = real_repository / "sentiment-transformer" / "1"
     import onnxruntime as ort
 
     from service.tasks.sentiment import SentimentRequest, SentimentTask
 
-    manifest = ModelManifest.load(VERSION_DIR)
-    assert manifest.sha256 == sha256_of(VERSION_DIR / manifest.model_file)
+    manifest = ModelManifest.load(version_dir)
+    assert manifest.sha256 == sha256_of(version_dir / manifest.model_file)
     assert manifest.labels == list(LABELS)
     assert not manifest.build.quick
     assert manifest.parity.max_abs_diff <= 1e-4 and manifest.parity.argmax_agreement == 1.0
@@ -174,8 +165,8 @@ def test_built_model_meets_targets_and_its_manifest_is_honest(cache_dir):
     texts = [corpus.texts[i] for i in sample]
     labels = corpus.labels[sample]
 
-    task = SentimentTask(manifest.preprocessing, manifest.labels, VERSION_DIR)
-    session = ort.InferenceSession(str(VERSION_DIR / manifest.model_file), providers=["CPUExecutionProvider"])
+    task = SentimentTask(manifest.preprocessing, manifest.labels, version_dir)
+    session = ort.InferenceSession(str(version_dir / manifest.model_file), providers=["CPUExecutionProvider"])
     positive_over_negative = []
     for start in range(0, len(texts), 64):
         decoded = task.decode(SentimentRequest(texts=texts[start : start + 64]))

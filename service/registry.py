@@ -70,7 +70,7 @@ class ModelRegistry:
                     entry.manifest = ModelManifest.load(version_dir)
                     if (entry.manifest.name, entry.manifest.version) != key:
                         raise ValueError(f"manifest names {entry.manifest.name}/{entry.manifest.version}")
-                except ValueError as exc:
+                except (OSError, ValueError) as exc:
                     self._fail(entry, exc)
         if not self.entries:
             raise RepositoryError(f"model repository {root} has no <model>/<version>/{MANIFEST_FILE}: run `make models`")

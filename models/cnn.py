@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from models.training import progress
+from models.ensemble import averaged
+from models.mnist_data import DigitSplits, load_digits
+from models.training import Trained, TrainingContextLike, configure_torch_threads, progress, seed_everything
+from service.preprocessing.image import digit_to_mnist, normalise
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -116,3 +120,41 @@ def train_cnn(
     bar.close()
     model.load_state_dict(best_state)
     return model.eval(), history
+
+
+def architecture(hp: dict) -> nn.Module:
+    """The exported graph: `members` CNNs averaged (one CNN when members is 1)."""
+    return averaged([DigitCNN(width=hp["width"], dropout=hp["dropout"]) for _ in range(hp["members"])])
+
+
+def mnist_digits(seed: int) -> tuple[DigitSplits, np.ndarray]:
+    """The splits and every digit put through the serving pre-processing (28x28 in [0, 1])."""
+    data = load_digits(seed)
+    digits = np.stack(
+        [digit_to_mnist(image.astype(np.float32)) for image in progress(data.images, desc="pre-process", unit="img")]
+    )
+    return data, digits
+
+
+def train(ctx: TrainingContextLike) -> Trained:
+    """Stage 1 of the mnist-cnn build: normalisation from the training digits, then each seed."""
+    hp = ctx.hyperparameters
+    configure_torch_threads()
+    seed_everything(hp["seed"])
+    started = time.perf_counter()
+    data, digits = mnist_digits(hp["seed"])
+    train_idx = data.train[: hp["train_subset"]] if hp["train_subset"] else data.train
+    mean, std = round(float(digits[train_idx].mean()), 6), round(float(digits[train_idx].std()), 6)
+    inputs = normalise(digits, mean, std)
+    members, histories = [], []
+    for member in range(hp["members"]):
+        model, history = train_cnn(
+            inputs[train_idx], data.labels[train_idx], inputs[data.validation], data.labels[data.validation], hp, hp["seed"] + member
+        )
+        members.append(model)
+        histories.append(history)
+    return Trained(
+        averaged(members),
+        {"mean": mean, "std": std, "train_n": int(len(train_idx)), "histories": histories,
+         "duration_s": round(time.perf_counter() - started, 1)},
+    )

@@ -1,7 +1,7 @@
 """A global LSTM forecaster (one network for every series) and its training loop.
 
 Training examples are windows cut from the training part of every series at many forecast origins,
-scaled by ``service.tasks.forecast.scale_windows`` (the service's own code). Batches draw a series
+scaled by ``service.preprocessing.series.scale_windows`` (the service's own code). Batches draw a series
 uniformly, then one of its origins, so long series do not dominate. The loss is the mean absolute
 error of log changes (close to sMAPE / 100 for small errors) over the steps that exist in the
 training part; the validation tail of every series picks the best checkpoint.
@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.series_data import Series
-from models.training import progress, seed_everything
-from service.tasks.forecast import MIN_HISTORY, scale_targets, scale_windows, unscale, windows_ending_at
+from models.ensemble import averaged
+from models.series_data import Series, load_series
+from models.training import Trained, TrainingContextLike, progress, seed_everything
+from service.preprocessing.series import CONTEXT_FEATURES, STEP_FEATURES, MIN_HISTORY, scale_targets, scale_windows, unscale, windows_ending_at
 
 
 class ForecastLSTM(nn.Module):
@@ -45,17 +46,6 @@ class ForecastLSTM(nn.Module):
         repeated = context[:, None, :].expand(-1, window.shape[1], -1)
         _, (hidden, _) = self.lstm(torch.cat([window, repeated], dim=-1))
         return self.head(torch.cat([hidden[-1], context], dim=-1)) + self.linear(window[..., 0])
-
-
-class AveragedForecast(nn.Module):
-    """Several seeds as one graph: the mean of their outputs."""
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, window: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(window, context) for m in self.members]).mean(0)
 
 
 @dataclass
@@ -175,3 +165,45 @@ def train_lstm(examples: Examples, validation, hp: dict, seed: int) -> tuple[For
             bar.set_postfix(loss=f"{running:.4f}", val_smape=f"{score:.3f}", best=f"{best[0]:.3f}@{best[2]}")
     model.load_state_dict(best[1])
     return model.eval(), history
+
+
+def architecture(hp: dict) -> nn.Module:
+    """The exported graph: `members` LSTMs averaged (one LSTM when members is 1)."""
+    return averaged([
+        ForecastLSTM(
+            window=hp["window"],
+            step_features=len(STEP_FEATURES),
+            context_features=len(CONTEXT_FEATURES),
+            hidden=hp["hidden"],
+            horizon=hp["horizon_max"],
+            dropout=hp["dropout"],
+        )
+        for _ in range(hp["members"])
+    ])
+
+
+def training_data(hp: dict) -> tuple[list[Series], Examples]:
+    series = load_series(hp["series_per_frequency"] or None)
+    return series, training_examples(series, hp["window"], hp["context_window"], hp["horizon_max"], hp["max_origins"])
+
+
+def train(ctx: TrainingContextLike) -> Trained:
+    """Stage 1 of the forecast-lstm build: every seed on the training windows, best validation step each."""
+    hp = ctx.hyperparameters
+    # Batches of this small LSTM are too small to split: a second thread mostly waits on the first,
+    # and on busy shared cores it made training several times slower.
+    torch.set_num_threads(1)
+    seed_everything(hp["seed"])
+    started = time.perf_counter()
+    series, examples = training_data(hp)
+    validation = tail_inputs(series, hp["window"], hp["context_window"], "validation")
+    data_s = time.perf_counter() - started
+    members, histories = [], []
+    for member in range(hp["members"]):
+        model, history = train_lstm(examples, validation, hp, hp["seed"] + member)
+        members.append(model)
+        histories.append(history)
+    return Trained(
+        averaged(members),
+        {"histories": histories, "data_s": round(data_s, 1), "duration_s": round(time.perf_counter() - started - data_s, 1)},
+    )

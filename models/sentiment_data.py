@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from models.training import stratified_split
+from service.preprocessing.text import SENTIMENT_LABELS as LABELS
 
 VADER_VERSION = "3.3.2"
 CORPUS_MEMBER = f"vaderSentiment-{VADER_VERSION}/additional_resources/hutto_ICWSM_2014.tar.gz"
 CORPUS_SHA256 = "d5bb07d87474b3eb8d30b4deccbc23f19d742a6c5718fbacc65485b70b95c5fa"
 DOMAINS = ("tweets", "movieReviewSnippets", "amazonReviewSnippets", "nytEditorialSnippets")
-LABELS = ("negative", "neutral", "positive")
 # Ratings are means of 10 raters on -4..+4; within half a point of zero the raters did not lean.
 NEUTRAL_BAND = 0.5
 
@@ -209,3 +209,20 @@ def vader_metrics(compound: np.ndarray, true_labels: np.ndarray) -> dict[str, fl
     predicted[compound >= 0.05] = LABELS.index("positive")
     predicted[compound <= -0.05] = LABELS.index("negative")
     return sentiment_metrics(true_labels, predicted, compound > 0)
+
+
+def limited_splits(corpus: Corpus, hp: dict) -> tuple[Corpus, Corpus, Corpus]:
+    """Train, validation and test corpora; quick builds keep a seeded few of each (limit 0 = all)."""
+    splits = split_corpus(corpus, hp["seed"], hp["test_fraction"], hp["validation_fraction"])
+    rng = np.random.default_rng(hp["seed"])
+
+    def limit(indices: np.ndarray, count: int) -> np.ndarray:
+        if not count or count >= len(indices):
+            return indices
+        return np.sort(rng.choice(indices, size=count, replace=False))
+
+    return (
+        corpus.subset(limit(splits.train, hp["train_limit"])),
+        corpus.subset(limit(splits.validation, hp["validation_limit"])),
+        corpus.subset(limit(splits.test, hp["test_limit"])),
+    )

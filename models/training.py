@@ -1,15 +1,41 @@
-"""Helpers shared by the training loops: seeds, threads, splits, progress."""
+"""What the training loops share: seeds, threads, splits, progress, the offline hub, the trained result."""
 
 from __future__ import annotations
 
 import os
 import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from service.runtime import usable_cpus
+from service.cpus import usable_cpus
+
+
+class TrainingContextLike(Protocol):
+    """What a training stage reads (export.build.TrainingContext satisfies it)."""
+
+    quick: bool
+    hyperparameters: dict[str, Any]
+    cache_dir: Path
+
+
+@dataclass
+class Trained:
+    """The training stage's result: the module (its state dict is cached) and a JSON-able record."""
+
+    module: torch.nn.Module
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def use_offline_hub() -> None:
+    """Pretrained weights come from installed packages only: never let a library reach for a model hub."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -41,8 +67,15 @@ def stratified_split(
     return np.sort(np.concatenate(rest)), np.sort(np.concatenate(held))
 
 
+class _Progress(tqdm):
+    """tqdm whose postfix updates wait for the next refresh, so mininterval holds in CI logs."""
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = False, **kwargs) -> None:
+        super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+
+
 def progress(iterable=None, **kwargs) -> tqdm:
-    """A tqdm bar with ETA that stays readable in CI logs (no carriage-return spam)."""
-    kwargs.setdefault("mininterval", 5.0 if os.environ.get("CI") else 0.5)
+    """A progress bar with ETA that stays readable in CI logs (no carriage-return spam)."""
+    kwargs.setdefault("mininterval", 30.0 if os.environ.get("CI") or not sys.stderr.isatty() else 0.5)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, **kwargs)
+    return _Progress(iterable, **kwargs)

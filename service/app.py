@@ -13,10 +13,12 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 
 from service.body_limit import BodySizeLimit
+from service.cpus import physical_cores
+from service.dataplane import DataPlane
 from service.errors import install_error_handlers
 from service.registry import ModelRegistry
-from service.routes import typed
-from service.runtime import physical_cores, plan_providers
+from service.routes import health, typed
+from service.runtime import plan_providers
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -27,15 +29,19 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         plan = plan_providers(settings)  # providers=cuda without CUDA fails start-up here
         log.info("execution providers: %s (%s)", [name for name, _ in plan.providers], plan.note)
-        app.state.registry = ModelRegistry(settings, plan, physical_cores())
-        app.state.executor = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
+        registry = app.state.registry = ModelRegistry(settings, plan, physical_cores())
+        run_pool = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
+        decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        app.state.dataplane = DataPlane(registry, settings, run_pool, decode_pool)
         # Load in the background: the server answers /health (503 "loading") while models warm up.
-        loading = asyncio.create_task(asyncio.to_thread(app.state.registry.load_all))
+        loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
         try:
             yield
         finally:
             loading.cancel()
-            app.state.executor.shutdown(wait=True, cancel_futures=True)
+            await app.state.dataplane.close()
+            decode_pool.shutdown(wait=True, cancel_futures=True)
+            run_pool.shutdown(wait=True, cancel_futures=True)
 
     app = FastAPI(
         title="ortserve",
@@ -48,12 +54,13 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_request_mb * 1024 * 1024))
     app.include_router(typed.router)
+    app.include_router(health.router)
 
     # Swagger UI from a package, so /docs works on a machine with no internet.
     app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")
 
     @app.get("/docs", include_in_schema=False)
-    def docs():
+    async def docs():
         return get_swagger_ui_html(
             openapi_url=app.openapi_url,
             title="ortserve API",

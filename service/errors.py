@@ -7,9 +7,10 @@ class ServiceError(Exception):
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}
 
 
 class BadRequest(ServiceError):
@@ -34,6 +35,12 @@ class InvalidInput(ServiceError):
 
 class ModelNotReady(ServiceError):
     status, code = 503, "model_not_ready"
+
+
+class Overloaded(ServiceError):
+    """The model's queue is full: retry shortly (the answer carries Retry-After)."""
+
+    status, code = 503, "overloaded"
 
 
 class InferenceFailed(ServiceError):
@@ -61,7 +68,7 @@ def install_error_handlers(app) -> None:
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
         if exc.status >= 500:
             log.error("%s %s -> %s: %s", request.method, request.url.path, exc.status, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers or None)
 
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()

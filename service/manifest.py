@@ -97,10 +97,25 @@ class ParityReport(_Strict):
 
 
 class BuildRecord(_Strict):
-    input_hash: str
+    input_hash: str  # the export key: training key + export code + onnx/onnxruntime versions
+    training_key: str = ""  # what the cached weights were trained from
     created_at: str  # ISO-8601 UTC
     quick: bool
     versions: dict[str, str]  # torch, onnx, onnxruntime, ... used by the build
+
+
+class VariantRecord(_Strict):
+    """A faster rendering of the same trained weights (graph-optimised, INT8, ...)."""
+
+    name: str  # e.g. "int8"; "fp32" is the manifest's own model_file
+    model_file: str
+    sha256: str
+    description: str
+    metrics: dict[str, float]  # the same held-out metrics as the manifest's, measured through the task
+    parity: ParityReport  # against the fp32 model on the held-out inputs
+    throughput_ratio: float  # rows/s relative to fp32, in-process, same threads, at batch_size
+    batch_size: int
+    within_guard: bool  # its headline metric is within the guard of fp32's (see `guard`)
 
 
 class ModelManifest(_Strict):
@@ -120,7 +135,21 @@ class ModelManifest(_Strict):
     training: TrainingRecord
     metrics: HeldOutMetrics
     parity: ParityReport
+    variants: list[VariantRecord] = []
+    # The variant served by default: the fastest within the guard; "fp32" is model_file itself.
+    served_variant: str = "fp32"
+    guard: str = ""  # the rule a variant's headline metric had to meet to be served
     build: BuildRecord
+
+    def variant(self, name: str) -> tuple[str, str]:
+        """(model file, sha256) of a variant by name; "fp32" is the manifest's own model."""
+        if name == "fp32":
+            return self.model_file, self.sha256
+        for variant in self.variants:
+            if variant.name == name:
+                return variant.model_file, variant.sha256
+        known = ["fp32", *(v.name for v in self.variants)]
+        raise KeyError(f"{self.name} has no variant {name!r} (has {', '.join(known)})")
 
     @classmethod
     def load(cls, version_dir: Path) -> "ModelManifest":

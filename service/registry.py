@@ -6,12 +6,13 @@ import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from service.errors import ModelNotFound, ModelNotReady
 from service.manifest import MANIFEST_FILE, ModelManifest, sha256_of
 from service.runtime import OnnxModel, ProviderPlan, session_options
 from service.settings import Settings
+from service.tasks.base import Task
 
 log = logging.getLogger("service.registry")
 
@@ -28,9 +29,13 @@ class RepositoryError(RuntimeError):
     """The repository holds nothing that can be served."""
 
 
-def task_class(task: str) -> type:
+def task_class(task: str) -> type[Task]:
+    """The Task subclass serving a manifest's task (imported on demand); checked against the contract."""
     module, name = TASK_CLASSES[task].split(":")
-    return getattr(importlib.import_module(module), name)
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Task) and cls.kind == task):
+        raise TypeError(f"{TASK_CLASSES[task]} does not implement the Task contract for {task!r}")
+    return cls
 
 
 @dataclass
@@ -42,7 +47,8 @@ class ModelEntry:
     state: State = "loading"
     error: str | None = None
     model: OnnxModel | None = None
-    task: Any = None
+    task: Task | None = None
+    variant: str | None = None  # which model file is served (see ModelManifest.variants)
 
     @property
     def ready(self) -> bool:
@@ -85,19 +91,22 @@ class ModelRegistry:
             return
         manifest = entry.manifest
         try:
-            model_path = entry.version_dir / manifest.model_file
+            variant = self.settings.variants.get(entry.name, manifest.served_variant)
+            model_file, expected = manifest.variant(variant)
+            model_path = entry.version_dir / model_file
             digest = sha256_of(model_path)
-            if digest != manifest.sha256:
-                raise ValueError(f"{model_path} sha256 {digest[:12]}... does not match the manifest's {manifest.sha256[:12]}...")
+            if digest != expected:
+                raise ValueError(f"{model_path} sha256 {digest[:12]}... does not match the manifest's {expected[:12]}...")
             model = OnnxModel(model_path, manifest.inputs, self.plan, session_options(self.settings, self.cpus))
             task = task_class(manifest.task)(manifest.preprocessing, manifest.labels, entry.version_dir)
-            model.warm_up()
+            policy = self.settings.batch_policy(entry.name)
+            model.warm_up(policy.max_batch_size, getattr(manifest.preprocessing, "max_length", 0))
         except Exception as exc:  # one bad model must not take the others down
             self._fail(entry, exc)
             return
-        entry.model, entry.task = model, task
+        entry.model, entry.task, entry.variant = model, task, variant
         entry.state, entry.error = "ready", None
-        log.info("model %s/%s ready on %s", entry.name, entry.version, ", ".join(model.providers))
+        log.info("model %s/%s (%s) ready on %s", entry.name, entry.version, variant, ", ".join(model.providers))
 
     @staticmethod
     def _fail(entry: ModelEntry, exc: Exception) -> None:
@@ -124,6 +133,10 @@ class ModelRegistry:
             detail = f": {entry.error}" if entry.error else " (still loading)"
             raise ModelNotReady(f"model {name}/{entry.version} is not ready{detail}")
         return entry
+
+    @property
+    def loading(self) -> bool:
+        return any(e.state == "loading" for e in self.entries.values())
 
     @property
     def status(self) -> str:

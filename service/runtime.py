@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,33 +18,6 @@ log = logging.getLogger("service.runtime")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 NUMPY_TYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32}
-
-
-def usable_cpus() -> int:
-    """CPUs this process may really use (affinity and a container's CPU quota), not the host's count."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as handle:
-            quota, period = handle.read().split()
-        if quota != "max":
-            count = min(count, max(1, int(quota) // int(period)))
-    except (OSError, ValueError):
-        pass
-    return max(1, count)
-
-
-def physical_cores() -> int:
-    """Usable CPUs counted once per physical core (hyper-threads share one core's arithmetic units)."""
-    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    cores = set()
-    for cpu in cpus:
-        topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
-        try:
-            with open(f"{topology}/physical_package_id") as package, open(f"{topology}/core_id") as core:
-                cores.add((package.read().strip(), core.read().strip()))
-        except OSError:
-            cores.add(("cpu", str(cpu)))
-    return max(1, min(len(cores), usable_cpus()))
 
 
 class ProviderUnavailable(RuntimeError):
@@ -142,9 +114,20 @@ class OnnxModel:
         self.check(feeds)
         return self.session.run(self.output_names, feeds)
 
-    def warm_up(self, sequence: int = 8) -> None:
-        feeds = {}
-        for spec in self.inputs:
-            shape = [1 if d == "batch" else (sequence if isinstance(d, str) else d) for d in spec.shape]
-            feeds[spec.name] = np.ones(shape, dtype=NUMPY_TYPES[spec.dtype])
-        self.run(feeds)
+    def warm_up(self, max_batch_size: int = 1, max_sequence: int = 0) -> int:
+        """Run every batch size the batcher can form (1..max_batch_size) and, for sequence inputs, lengths
+        in powers of two up to max_sequence, so no request pays a first-shape cost. Returns the runs made."""
+        sequences = [8]
+        if max_sequence:
+            sequences = sorted({min(2**k, max_sequence) for k in range(1, max_sequence.bit_length() + 1)})
+        has_sequence = any(isinstance(d, str) and d != "batch" for spec in self.inputs for d in spec.shape)
+        runs = 0
+        for sequence in sequences if has_sequence else [0]:
+            for batch in range(1, max(1, max_batch_size) + 1):
+                feeds = {}
+                for spec in self.inputs:
+                    shape = [batch if d == "batch" else (sequence if isinstance(d, str) else d) for d in spec.shape]
+                    feeds[spec.name] = np.ones(shape, dtype=NUMPY_TYPES[spec.dtype])
+                self.run(feeds)
+                runs += 1
+        return runs

@@ -5,10 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ORTSERVE_"
+
+
+class BatchPolicy(BaseModel):
+    """Dynamic batching for one model (Triton's max_batch_size and max_queue_delay_microseconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(ge=1, le=1024, description="most rows in one session run")
+    max_queue_delay_ms: float = Field(
+        0.0, ge=0, le=1000, description="how long a loaded model may wait for a fuller batch (an idle one never waits)"
+    )
+
+
+# Chosen with `make bench` on a 2-core CPU (bench/README.md): larger batches gained no throughput.
+DEFAULT_BATCHING = {
+    "mnist-cnn": BatchPolicy(max_batch_size=32),
+    "forecast-lstm": BatchPolicy(max_batch_size=64),
+    "sentiment-transformer": BatchPolicy(max_batch_size=16),
+}
+FALLBACK_BATCHING = BatchPolicy(max_batch_size=16)
 
 
 class Settings(BaseSettings):
@@ -38,6 +58,22 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(0, ge=0, description="threads inside one operator (0 = the physical cores this process may use)")
     inter_op_threads: int = Field(1, ge=1, description="threads across operators")
-    inference_workers: int = Field(2, ge=1, le=64, description="threads that run ONNX Runtime sessions concurrently")
+    inference_workers: int = Field(
+        1, ge=1, le=64, description="session runs at once, across all models (each run already uses intra-op threads)"
+    )
+    decode_workers: int = Field(2, ge=1, le=64, description="threads that decode images (a bounded pool)")
+    batching: dict[str, BatchPolicy] = Field(
+        default_factory=dict,
+        description='per-model batching as JSON, e.g. {"sentiment-transformer": {"max_batch_size": 32, "max_queue_delay_ms": 2}}; '
+        "models not named keep their defaults",
+    )
+    max_queue_rows: int = Field(1024, ge=1, description="rows that may wait per model; beyond, 503 with Retry-After")
+    variants: dict[str, str] = Field(
+        default_factory=dict,
+        description='per-model variant as JSON, e.g. {"sentiment-transformer": "fp32"}; default: the manifest\'s served_variant',
+    )
 
     max_request_mb: float = Field(8.0, gt=0, description="largest request body accepted (413 beyond)")
+
+    def batch_policy(self, model: str) -> BatchPolicy:
+        return self.batching.get(model) or DEFAULT_BATCHING.get(model, FALLBACK_BATCHING)

@@ -1,29 +1,35 @@
-"""Digit classification: image bytes -> MNIST-style 28x28 tensor -> top-k labels.
-
-The pre-processing makes photos and drawings look like MNIST digits: grayscale, light strokes on
-a dark background, cropped to the ink, the longer side scaled to 20 px and pasted into 28x28 so
-that the centre of mass sits in the middle. Training applies the same function to MNIST itself.
-"""
+"""Digit classification API: image bytes -> one MNIST-style row -> top-k labels."""
 
 from __future__ import annotations
 
 import io
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-from pydantic import BaseModel, Field
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.manifest import ImagePreprocessing
-from service.tasks import Decoded
+from service.preprocessing.image import BlankImage, digit_to_mnist, normalise, to_grayscale
+from service.preprocessing.numeric import softmax
+from service.tasks.base import Decoded, Task
 
 ACCEPTED_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"}
 # File signatures of the accepted formats: such a file that fails to decode is corrupt (400), not foreign (415).
 SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 MAX_PIXELS = 40_000_000  # larger images are refused (413) before their pixels are decoded
-INK_THRESHOLD = 0.2  # share of the strongest ink that still counts as ink for the bounding box
+
+
+class ImageRequest(BaseModel):
+    """One uploaded image (the multipart file's bytes) and how many labels to return."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: bytes
+    top_k: int = Field(3, ge=1, le=10)
 
 
 class LabelScore(BaseModel):
@@ -66,82 +72,31 @@ def open_image(data: bytes) -> Image.Image:
     return image
 
 
-def to_grayscale(image: Image.Image) -> np.ndarray:
-    """Luminance in [0, 255] as float32; transparency is flattened onto a contrasting background."""
-    image = ImageOps.exif_transpose(image) if image.format in {"JPEG", "TIFF", "WEBP"} else image
-    if image.mode in ("P", "PA") or "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA"):
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
-        gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        alpha = rgba[..., 3] / 255.0
-        if alpha.min() < 1.0:
-            opaque = alpha > 0.5
-            strokes_light = opaque.any() and float(gray[opaque].mean()) > 127.5
-            background = 0.0 if strokes_light else 255.0
-            return gray * alpha + background * (1.0 - alpha)
-        return gray
-    return np.asarray(image.convert("L"), dtype=np.float32)
+class ImageTask(Task):
+    kind = "image-classification"
+    request_model = ImageRequest
+    response_model = ImageClassification
+    blocking_decode = True
 
+    preprocessing: ImagePreprocessing
 
-def _border_level(gray: np.ndarray) -> float:
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return float(np.median(border))
-
-
-def digit_to_mnist(gray: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
-    """A grayscale array (any size, any polarity) -> 28x28 float32 in [0, 1], ink bright."""
-    background = _border_level(gray)
-    ink = (gray - background) if background < 127.5 else (background - gray)
-    ink = np.clip(ink, 0.0, None)
-    peak = float(ink.max())
-    if peak < 1.0:
-        raise InvalidInput("the image contains no visible digit (it is a single flat colour)")
-    rows = np.flatnonzero((ink >= INK_THRESHOLD * peak).any(axis=1))
-    cols = np.flatnonzero((ink >= INK_THRESHOLD * peak).any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] * (255.0 / peak)
-
-    height, width = crop.shape
-    scale = spec.digit_box / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = Image.fromarray(crop.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS)
-    digit = np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0) / 255.0
-
-    canvas = np.zeros((spec.image_size, spec.image_size), dtype=np.float32)
-    total = float(digit.sum())
-    ys, xs = np.indices(digit.shape)
-    centre_y = float((ys * digit).sum() / total) if total > 0 else digit.shape[0] / 2
-    centre_x = float((xs * digit).sum() / total) if total > 0 else digit.shape[1] / 2
-    top = int(round(spec.image_size / 2 - centre_y - 0.5))
-    left = int(round(spec.image_size / 2 - centre_x - 0.5))
-    top = min(max(top, 0), spec.image_size - digit.shape[0])
-    left = min(max(left, 0), spec.image_size - digit.shape[1])
-    canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
-    return canvas
-
-
-def normalise(digits: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
-    """(N, 28, 28) in [0, 1] -> the model's (N, 1, 28, 28) input."""
-    return ((digits - spec.mean) / spec.std).astype(np.float32)[:, None, :, :]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-class ImageTask:
-    def __init__(self, preprocessing: ImagePreprocessing, labels: list[str], version_dir: Path):
-        self.preprocessing = preprocessing
-        self.labels = labels
+    def __init__(self, preprocessing: ImagePreprocessing, labels: Sequence[str], version_dir: Path):
+        super().__init__(preprocessing, labels, version_dir)
         self.input_name = "image"
 
-    def decode_bytes(self, data: bytes, top_k: int) -> Decoded:
-        digit = digit_to_mnist(to_grayscale(open_image(data)), self.preprocessing)
-        return Decoded(feeds={self.input_name: normalise(digit[None], self.preprocessing)}, context={"top_k": top_k})
+    def decode(self, request: ImageRequest) -> Decoded:
+        spec = self.preprocessing
+        try:
+            digit = digit_to_mnist(to_grayscale(open_image(request.data)), spec.image_size, spec.digit_box)
+        except BlankImage as exc:
+            raise InvalidInput(str(exc)) from None
+        return Decoded(rows=[normalise(digit[None], spec.mean, spec.std)[0]], context={"top_k": request.top_k})
+
+    def collate(self, rows: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        return {self.input_name: np.stack(rows)}
 
     def encode(self, outputs: list[np.ndarray], decoded: Decoded, model: str, version: str) -> ImageClassification:
-        probabilities = softmax(outputs[0][0].astype(np.float64))
+        probabilities = softmax(outputs[0][0])
         order = np.argsort(-probabilities)[: decoded.context["top_k"]]
         top = [LabelScore(label=self.labels[i], score=float(probabilities[i])) for i in order]
         return ImageClassification(model=model, version=version, label=top[0].label, score=top[0].score, top_k=top)

@@ -56,8 +56,9 @@ def test_training_windows_are_what_the_service_decodes(series):
         for position in (0, len(rows) // 2, len(rows) - 1):
             origin = 12 + position  # origins run from the minimum history up, one per step
             decoded = task.decode(ForecastRequest(series=item.values[:origin].tolist(), period=item.period))
-            np.testing.assert_array_equal(decoded.feeds["window"][0], examples.steps[rows[position]])
-            np.testing.assert_array_equal(decoded.feeds["context"][0], examples.context[rows[position]])
+            feeds = task.collate(decoded.rows)
+            np.testing.assert_array_equal(feeds["window"][0], examples.steps[rows[position]])
+            np.testing.assert_array_equal(feeds["context"][0], examples.context[rows[position]])
         train, _, _ = item.split()
         assert len(rows) == len(train) - 12  # never an origin inside the validation or test tail
         assert np.all(np.isnan(examples.targets[rows[-1], 1:]))  # targets stop where training data ends
@@ -100,7 +101,8 @@ def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
     def lstm_smape(item) -> float:
         h = item.test_horizon
         decoded = task.decode(ForecastRequest(series=item.values[:-h].tolist(), horizon=h, period=item.period))
-        forecast = task.encode(session.run(None, decoded.feeds), decoded, manifest.name, manifest.version).forecast
+        outputs = session.run(None, task.collate(decoded.rows))
+        forecast = task.encode(outputs, decoded, manifest.name, manifest.version).forecast
         assert len(forecast) == h
         return smape(item.values[-h:], np.array(forecast))
 

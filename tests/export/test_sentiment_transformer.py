@@ -128,13 +128,13 @@ def test_exported_classifier_scores_a_text_alone_as_in_a_batch(tmp_path):
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     texts = ["no", "The plot drags, but the actors save it.", "Best. Purchase. Ever!!! " * 3]
 
-    batch = task.decode(SentimentRequest(texts=texts))
-    batch_logits = session.run(None, batch.feeds)[0]
+    feeds = task.collate(task.decode(SentimentRequest(texts=texts)).rows)
+    batch_logits = session.run(None, feeds)[0]
     with torch.no_grad():
-        torch_logits = model(*(torch.from_numpy(batch.feeds[n]) for n in ("input_ids", "attention_mask"))).numpy()
+        torch_logits = model(*(torch.from_numpy(feeds[n]) for n in ("input_ids", "attention_mask"))).numpy()
     np.testing.assert_allclose(batch_logits, torch_logits, atol=1e-4)
     for row, text in enumerate(texts):
-        single = session.run(None, task.decode(SentimentRequest(text=text)).feeds)[0]
+        single = session.run(None, task.collate(task.decode(SentimentRequest(text=text)).rows))[0]
         np.testing.assert_allclose(single[0], batch_logits[row], atol=1e-5)
 
 
@@ -170,7 +170,7 @@ def test_built_model_meets_targets_and_its_manifest_is_honest(cache_dir, real_re
     positive_over_negative = []
     for start in range(0, len(texts), 64):
         decoded = task.decode(SentimentRequest(texts=texts[start : start + 64]))
-        response = task.encode(session.run(None, decoded.feeds), decoded, manifest.name, manifest.version)
+        response = task.encode(session.run(None, task.collate(decoded.rows)), decoded, manifest.name, manifest.version)
         positive_over_negative += [r.scores.positive > r.scores.negative for r in response.results]
     polar = labels != LABELS.index("neutral")
     recomputed = float(np.mean(np.asarray(positive_over_negative)[polar] == (labels[polar] == 2)))

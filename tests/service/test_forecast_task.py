@@ -9,14 +9,11 @@ from pydantic import ValidationError
 
 from service.errors import InvalidInput
 from service.manifest import ForecastPreprocessing
-from service.tasks.forecast import (
+from service.preprocessing.series import (
     CONTEXT_FEATURES,
-    MAX_HISTORY,
     MIN_HISTORY,
     SCALING,
     STEP_FEATURES,
-    ForecastRequest,
-    ForecastTask,
     detect_period,
     right_aligned,
     scale_targets,
@@ -24,6 +21,7 @@ from service.tasks.forecast import (
     unscale,
     windows_ending_at,
 )
+from service.tasks.forecast import MAX_HISTORY, ForecastRequest, ForecastTask
 
 WINDOW, CONTEXT_WINDOW, HORIZON_MAX = 36, 72, 24
 SPEC = ForecastPreprocessing(
@@ -55,6 +53,7 @@ def task() -> ForecastTask:
 def run(task: ForecastTask, request: ForecastRequest, outputs: np.ndarray | None = None):
     """decode -> (a stand-in network emitting `outputs`, zeros by default) -> encode."""
     decoded = task.decode(request)
+    decoded.feeds = task.collate(decoded.rows)
     batch = decoded.feeds["window"].shape[0]
     raw = np.zeros((batch, HORIZON_MAX), np.float32) if outputs is None else outputs
     return decoded, task.encode([raw], decoded, "forecast-lstm", "1")

@@ -11,7 +11,8 @@ from PIL import Image
 from models.mnist_data import load_digits
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.manifest import ImagePreprocessing
-from service.tasks.image import ImageTask, digit_to_mnist, open_image, to_grayscale
+from service.preprocessing.image import BlankImage, digit_to_mnist, to_grayscale
+from service.tasks.image import ImageRequest, ImageTask, open_image
 
 SPEC = ImagePreprocessing(mean=0.1, std=0.3)
 
@@ -37,7 +38,7 @@ def shift_tolerant_difference(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_output_is_centred_and_scaled(digits):
     for digit in digits:
-        out = digit_to_mnist(digit.astype(np.float32), SPEC)
+        out = digit_to_mnist(digit.astype(np.float32))
         assert out.shape == (28, 28) and out.dtype == np.float32
         assert 0.0 <= out.min() and out.max() <= 1.0
         ys, xs = np.indices(out.shape)
@@ -50,27 +51,35 @@ def test_output_is_centred_and_scaled(digits):
 
 def test_polarity_and_size_do_not_matter(digits):
     for digit in digits[:5]:
-        reference = digit_to_mnist(digit.astype(np.float32), SPEC)
+        reference = digit_to_mnist(digit.astype(np.float32))
         inverted = Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BICUBIC)
         canvas = Image.new("L", (400, 360), 255)
         canvas.paste(inverted, (70, 40))
-        again = digit_to_mnist(to_grayscale(open_image(bytes_of(canvas))), SPEC)
+        again = digit_to_mnist(to_grayscale(open_image(bytes_of(canvas))))
         assert shift_tolerant_difference(again, reference) < 0.05
 
 
-def test_decode_bytes_gives_model_input(digits):
+def test_decode_gives_one_row_of_model_input(digits):
     task = ImageTask(SPEC, [str(d) for d in range(10)], version_dir=None)
-    decoded = task.decode_bytes(bytes_of(Image.fromarray(digits[0])), top_k=3)
-    assert decoded.feeds["image"].shape == (1, 1, 28, 28)
-    assert decoded.feeds["image"].dtype == np.float32
+    decoded = task.decode(ImageRequest(data=bytes_of(Image.fromarray(digits[0])), top_k=3))
+    assert len(decoded.rows) == 1 and decoded.context["top_k"] == 3
+    feeds = task.collate(decoded.rows + decoded.rows)
+    assert feeds["image"].shape == (2, 1, 28, 28)
+    assert feeds["image"].dtype == np.float32
+
+
+def test_blank_image_is_invalid_input():
+    task = ImageTask(SPEC, [str(d) for d in range(10)], version_dir=None)
+    with pytest.raises(InvalidInput):
+        task.decode(ImageRequest(data=bytes_of(Image.new("L", (40, 40), 255))))
 
 
 def test_photo_like_grey_background(digits):
     """A light-grey, slightly noisy background with dark strokes still yields one centred digit."""
     rng = np.random.default_rng(0)
     photo = 200 - digits[3].astype(np.float32) * 0.6 + rng.normal(0, 4, (28, 28))
-    out = digit_to_mnist(np.clip(photo, 0, 255), SPEC)
-    reference = digit_to_mnist(digits[3].astype(np.float32), SPEC)
+    out = digit_to_mnist(np.clip(photo, 0, 255))
+    reference = digit_to_mnist(digits[3].astype(np.float32))
     assert shift_tolerant_difference(out, reference) < 0.08
 
 
@@ -85,5 +94,5 @@ def test_refusals():
         open_image(bytes_of(Image.new("L", (64, 64)))[:60])
     with pytest.raises(PayloadTooLarge):
         open_image(bytes_of(Image.new("1", (7000, 7000))))
-    with pytest.raises(InvalidInput):
-        digit_to_mnist(np.full((30, 30), 128, np.float32), SPEC)
+    with pytest.raises(BlankImage):
+        digit_to_mnist(np.full((30, 30), 128, np.float32))

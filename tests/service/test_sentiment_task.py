@@ -62,7 +62,8 @@ def test_request_rejects(payload):
 
 def test_decode_pads_to_the_longest_not_to_a_fixed_length(task):
     decoded = task.decode(SentimentRequest(texts=["good", "this movie was a real delight"]))
-    input_ids, attention_mask = decoded.feeds["input_ids"], decoded.feeds["attention_mask"]
+    feeds = task.collate(decoded.rows)
+    input_ids, attention_mask = feeds["input_ids"], feeds["attention_mask"]
     assert input_ids.dtype == np.int64 and attention_mask.dtype == np.int64
     assert input_ids.shape == attention_mask.shape == (2, 8)  # [CLS] 6 words [SEP]
     assert attention_mask[0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
@@ -73,16 +74,17 @@ def test_decode_pads_to_the_longest_not_to_a_fixed_length(task):
 
 def test_decode_truncates_and_flags_long_texts(task):
     decoded = task.decode(SentimentRequest(texts=["word " * 100, "short"]))
-    assert decoded.feeds["input_ids"].shape == (2, 16)
-    assert decoded.feeds["input_ids"][0, -1] == 102  # truncation keeps the closing [SEP]
+    feeds = task.collate(decoded.rows)
+    assert feeds["input_ids"].shape == (2, 16) and [task.row_length(row) for row in decoded.rows] == [16, 3]
+    assert feeds["input_ids"][0, -1] == 102  # truncation keeps the closing [SEP]
     assert decoded.context["truncated"] == [True, False]
 
 
 def test_single_text_decodes_like_its_row_in_a_batch(task):
     texts = ["I hated every minute.", "ok", "What a wonderful, wonderful day it has been!"]
-    batch = task.decode(SentimentRequest(texts=texts)).feeds
+    batch = task.collate(task.decode(SentimentRequest(texts=texts)).rows)
     for row, text in enumerate(texts):
-        single = task.decode(SentimentRequest(text=text)).feeds
+        single = task.collate(task.decode(SentimentRequest(text=text)).rows)
         length = single["input_ids"].shape[1]
         assert (batch["input_ids"][row, :length] == single["input_ids"][0]).all()
         assert batch["attention_mask"][row, :length].all() and not batch["attention_mask"][row, length:].any()
@@ -122,7 +124,8 @@ def test_real_model_scores_a_text_alone_as_in_a_batch(real_repository):
 
     def run(request):
         decoded = real_task.decode(request)
-        return real_task.encode(session.run(None, decoded.feeds), decoded, manifest.name, manifest.version)
+        feeds = real_task.collate(decoded.rows)
+        return real_task.encode(session.run(None, feeds), decoded, manifest.name, manifest.version)
 
     batch = run(SentimentRequest(texts=texts))
     for text, in_batch in zip(texts, batch.results):

@@ -1,0 +1,233 @@
+"""One dynamic batcher for every model: rows from concurrent requests run as one session call.
+
+Requests are split into rows (an image, a text, a series). Rows wait in a bounded queue; a worker
+per model takes up to ``max_batch_size`` of them whenever a run slot is free, so a lone request on an
+idle model runs at once, and under load the rows that queued while the previous batch ran go together.
+``max_queue_delay_ms`` lets a loaded model wait a little longer for a fuller batch (never an idle one).
+When more rows wait than fit, rows of similar length go together (the oldest row always goes), so a
+short text is not padded to a long one. Results fan back out to each request in its own row order.
+If a batch fails, each of its requests is retried alone so that one bad input fails only itself.
+
+The batcher knows nothing about images or text: `run` turns a list of rows into output arrays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from service.errors import InferenceFailed, Overloaded, ServiceError
+
+log = logging.getLogger("service.batching")
+
+RunRows = Callable[[Sequence[Any]], list[np.ndarray]]
+
+
+@dataclass
+class BatchStats:
+    rows: int
+    requests: int
+    queue_s: float  # the longest wait of a row in this batch
+    compute_s: float
+    failed: bool
+
+
+@dataclass
+class _Request:
+    future: asyncio.Future
+    results: list[Any]
+    remaining: int
+
+
+@dataclass
+class _Row:
+    request: _Request
+    index: int
+    row: Any
+    length: int
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        name: str,
+        run: RunRows,
+        *,
+        executor: Executor,
+        run_slots: asyncio.Semaphore,
+        max_batch_size: int,
+        max_queue_delay_ms: float = 0.0,
+        max_queue_rows: int = 1024,
+        row_length: Callable[[Any], int] = lambda row: 0,
+        on_batch: Callable[[BatchStats], None] | None = None,
+    ):
+        self.name = name
+        self.run = run
+        self.executor = executor
+        self.run_slots = run_slots
+        self.max_batch_size = max(1, max_batch_size)
+        self.max_queue_delay_s = max(0.0, max_queue_delay_ms) / 1000.0
+        self.max_queue_rows = max_queue_rows
+        self.row_length = row_length
+        self.on_batch = on_batch
+        self._queue: deque[_Row] = deque()
+        self._arrived = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+        self._last_batch_rows = 0
+        self.batches = 0
+        self.rows = 0
+        self.largest_batch = 0
+
+    @property
+    def queued_rows(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+            self._worker = None
+        for item in self._queue:
+            if not item.request.future.done():
+                item.request.future.set_exception(InferenceFailed(f"{self.name} is shutting down"))
+        self._queue.clear()
+
+    async def submit(self, rows: Sequence[Any]) -> list[np.ndarray]:
+        """The outputs for these rows: one array per model output, leading axis = the rows, in order."""
+        if not rows:
+            raise ValueError("submit needs at least one row")
+        if len(self._queue) + len(rows) > self.max_queue_rows:
+            raise Overloaded(
+                f"{self.name} has {len(self._queue)} rows queued (limit {self.max_queue_rows}); retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        if self._worker is None:
+            self.start()
+        request = _Request(asyncio.get_running_loop().create_future(), [None] * len(rows), len(rows))
+        now = time.monotonic()
+        self._queue.extend(_Row(request, i, row, self.row_length(row), now) for i, row in enumerate(rows))
+        self._arrived.set()
+        parts = await request.future
+        return [np.stack([part[k] for part in parts]) for k in range(len(parts[0]))]
+
+    # --- the worker -----------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            self._arrived.clear()
+            if not self._queue:
+                await self._arrived.wait()
+                continue
+            if self.max_queue_delay_s and self._last_batch_rows > 1:
+                await self._wait_for_fuller_batch()
+            async with self.run_slots:
+                batch = self._take()
+                if batch:
+                    await self._run_batch(batch)
+
+    async def _wait_for_fuller_batch(self) -> None:
+        deadline = self._queue[0].arrived + self.max_queue_delay_s
+        while len(self._queue) < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _take(self) -> list[_Row]:
+        """Up to max_batch_size live rows; when more wait, the oldest and those nearest its length."""
+        live = [item for item in self._queue if not item.request.future.done()]
+        if len(live) <= self.max_batch_size:
+            self._queue.clear()
+            return live
+        if not any(item.length for item in live):
+            chosen = live[: self.max_batch_size]
+        else:
+            oldest = live[0]
+            by_length = sorted(live, key=lambda item: item.length)
+            position = by_length.index(oldest)
+            size = self.max_batch_size
+            best_start, best_spread = 0, None
+            for start in range(max(0, position - size + 1), min(position, len(by_length) - size) + 1):
+                spread = by_length[start + size - 1].length - by_length[start].length
+                if best_spread is None or spread < best_spread:
+                    best_start, best_spread = start, spread
+            chosen = by_length[best_start : best_start + size]
+        taken = {id(item) for item in chosen}
+        self._queue = deque(item for item in live if id(item) not in taken)
+        # Keep each request's rows in order inside the batch (not required, but cheaper to read).
+        return sorted(chosen, key=lambda item: item.arrived)
+
+    async def _run_batch(self, batch: list[_Row]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        queue_s = started - min(item.arrived for item in batch)
+        requests = {id(item.request): item.request for item in batch}
+        try:
+            outputs = await loop.run_in_executor(self.executor, self.run, [item.row for item in batch])
+        except Exception as exc:  # noqa: BLE001 - every failure is handed to its requests
+            self._record(batch, len(requests), queue_s, time.monotonic() - started, failed=True)
+            if len(requests) > 1:
+                await self._retry_alone(batch)
+            else:
+                self._fail(batch, exc)
+            return
+        self._record(batch, len(requests), queue_s, time.monotonic() - started, failed=False)
+        self._deliver(batch, outputs)
+
+    async def _retry_alone(self, batch: list[_Row]) -> None:
+        loop = asyncio.get_running_loop()
+        by_request: dict[int, list[_Row]] = {}
+        for item in batch:
+            by_request.setdefault(id(item.request), []).append(item)
+        for rows in by_request.values():
+            try:
+                outputs = await loop.run_in_executor(self.executor, self.run, [item.row for item in rows])
+            except Exception as exc:  # noqa: BLE001
+                self._fail(rows, exc)
+            else:
+                self._deliver(rows, outputs)
+
+    def _deliver(self, batch: list[_Row], outputs: list[np.ndarray]) -> None:
+        for position, item in enumerate(batch):
+            request = item.request
+            if request.future.done():
+                continue
+            request.results[item.index] = [output[position] for output in outputs]
+            request.remaining -= 1
+            if request.remaining == 0:
+                request.future.set_result(request.results)
+
+    def _fail(self, batch: list[_Row], exc: Exception) -> None:
+        if not isinstance(exc, ServiceError):
+            log.error("inference failed on %s: %s: %s", self.name, type(exc).__name__, exc)
+            exc = InferenceFailed(f"inference failed on {self.name}")
+        for item in batch:
+            if not item.request.future.done():
+                item.request.future.set_exception(exc)
+
+    def _record(self, batch: list[_Row], requests: int, queue_s: float, compute_s: float, failed: bool) -> None:
+        self._last_batch_rows = len(batch)
+        self.batches += 1
+        self.rows += len(batch)
+        self.largest_batch = max(self.largest_batch, len(batch))
+        if self.on_batch is not None:
+            self.on_batch(BatchStats(len(batch), requests, queue_s, compute_s, failed))

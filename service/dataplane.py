@@ -1,0 +1,120 @@
+"""The one path every protocol takes: decode -> batch -> run -> encode, with per-model accounting.
+
+Routers parse HTTP and call ``DataPlane.infer``; the dataplane knows nothing about images or text
+(the task does) and nothing about HTTP (the router does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from service.batching import BatchStats, DynamicBatcher
+from service.errors import ServiceError
+from service.registry import ModelEntry, ModelRegistry
+from service.settings import Settings
+
+
+@dataclass
+class ModelStats:
+    """Counters per served model version (read by /models, and by metrics)."""
+
+    requests: int = 0
+    failures: int = 0
+    rows: int = 0
+    batches: int = 0
+    batch_sizes: Counter = field(default_factory=Counter)
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+
+    def record_batch(self, stats: BatchStats) -> None:
+        self.batches += 1
+        self.rows += stats.rows
+        self.batch_sizes[stats.rows] += 1
+        self.queue_s += stats.queue_s
+        self.compute_s += stats.compute_s
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "rows": self.rows,
+            "batches": self.batches,
+            "largest_batch": max(self.batch_sizes, default=0),
+            "mean_batch": round(self.rows / self.batches, 3) if self.batches else 0.0,
+            "batch_sizes": {str(size): count for size, count in sorted(self.batch_sizes.items())},
+        }
+
+
+class DataPlane:
+    def __init__(self, registry: ModelRegistry, settings: Settings, run_pool: Executor, decode_pool: Executor):
+        self.registry = registry
+        self.settings = settings
+        self.run_pool = run_pool
+        self.decode_pool = decode_pool
+        self.run_slots = asyncio.Semaphore(settings.inference_workers)
+        self._batchers: dict[tuple[str, str], DynamicBatcher] = {}
+        self.stats: dict[tuple[str, str], ModelStats] = {}
+
+    def batcher(self, entry: ModelEntry) -> DynamicBatcher:
+        key = (entry.name, entry.version)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            model, task = entry.model, entry.task
+            policy = self.settings.batch_policy(entry.name)
+            stats = self.stats.setdefault(key, ModelStats())
+            batcher = self._batchers[key] = DynamicBatcher(
+                f"{entry.name}/{entry.version}",
+                lambda rows: model.run(task.collate(rows)),
+                executor=self.run_pool,
+                run_slots=self.run_slots,
+                max_batch_size=policy.max_batch_size,
+                max_queue_delay_ms=policy.max_queue_delay_ms,
+                max_queue_rows=self.settings.max_queue_rows,
+                row_length=task.row_length,
+                on_batch=stats.record_batch,
+            )
+        return batcher
+
+    async def infer(self, model: str, request: BaseModel, version: str | None = None) -> BaseModel:
+        """A task request for a model -> its task response; ServiceErrors carry their status."""
+        entry = self.registry.get(model, version)
+        stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
+        stats.requests += 1
+        try:
+            decoded = await self.decode(entry, request)
+            outputs = await self.batcher(entry).submit(decoded.rows)
+            return entry.task.encode(outputs, decoded, entry.name, entry.version)
+        except ServiceError as exc:
+            if exc.status >= 500:
+                stats.failures += 1
+            raise
+
+    async def decode(self, entry: ModelEntry, request: BaseModel):
+        task = entry.task
+        if task.blocking_decode:
+            decoded = await asyncio.get_running_loop().run_in_executor(self.decode_pool, task.decode, request)
+        else:
+            decoded = task.decode(request)
+        # Refuse here what the model would refuse in a batch, so a bad input fails only its own request.
+        entry.model.check(task.collate(decoded.rows))
+        return decoded
+
+    def summary(self, entry: ModelEntry) -> dict[str, Any]:
+        policy = self.settings.batch_policy(entry.name)
+        stats = self.stats.get((entry.name, entry.version), ModelStats())
+        return {
+            "max_batch_size": policy.max_batch_size,
+            "max_queue_delay_ms": policy.max_queue_delay_ms,
+            "queued_rows": batcher.queued_rows if (batcher := self._batchers.get((entry.name, entry.version))) else 0,
+            **stats.summary(),
+        }
+
+    async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.stop()

@@ -1,0 +1,58 @@
+"""The task contract in code: what every task provides to the dataplane."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+from pydantic import BaseModel
+
+
+
+@dataclass
+class Decoded:
+    """A request turned into rows: independent items a batcher may place in any batch, in order."""
+
+    rows: list[Any]
+    context: dict[str, Any] = field(default_factory=dict)  # what encode needs to undo decode
+
+
+class Task(ABC):
+    kind: ClassVar[str]  # the manifest's `task`
+    request_model: ClassVar[type[BaseModel]]
+    response_model: ClassVar[type[BaseModel]]
+    # Decode on the bounded decode pool (e.g. image decompression) instead of on the event loop.
+    blocking_decode: ClassVar[bool] = False
+
+    def __init__(self, preprocessing: Any, labels: Sequence[str], version_dir: Path):
+        """The manifest's preprocessing and labels; version_dir holds any asset file (a tokenizer)."""
+        self.preprocessing = preprocessing
+        self.labels = list(labels)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for attribute, base in (("request_model", BaseModel), ("response_model", BaseModel)):
+            value = getattr(cls, attribute, None)
+            if not (isinstance(value, type) and issubclass(value, base)):
+                raise TypeError(f"{cls.__name__}.{attribute} must be a pydantic model class")
+        if not isinstance(getattr(cls, "kind", None), str):
+            raise TypeError(f"{cls.__name__}.kind must name the manifest task")
+
+    @abstractmethod
+    def decode(self, request: BaseModel) -> Decoded:
+        """Validated request -> rows; raise a ServiceError (4xx) for input the model cannot take."""
+
+    @abstractmethod
+    def collate(self, rows: Sequence[Any]) -> dict[str, np.ndarray]:
+        """Rows (from any requests) -> named input arrays with a leading batch axis, one entry per row."""
+
+    def row_length(self, row: Any) -> int:
+        """A row's sequence length, for grouping rows of similar length; 0 when the input has no sequence axis."""
+        return 0
+
+    @abstractmethod
+    def encode(self, outputs: list[np.ndarray], decoded: Decoded, model: str, version: str) -> BaseModel:
+        """The model's outputs for this request's rows (leading axis = its rows, in order) -> response."""

@@ -76,10 +76,18 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def cached_corpus_archive(cache_dir: Path) -> Path | None:
+    """The verified inner tarball if the cache already holds it (no download)."""
+    target = cache_dir / "data" / f"vaderSentiment-{VADER_VERSION}" / "hutto_ICWSM_2014.tar.gz"
+    if target.is_file() and sha256_bytes(target.read_bytes()) == CORPUS_SHA256:
+        return target
+    return None
+
+
 def corpus_archive(cache_dir: Path) -> Path:
     """The verified inner tarball, downloaded once via pip into the cache."""
     target = cache_dir / "data" / f"vaderSentiment-{VADER_VERSION}" / "hutto_ICWSM_2014.tar.gz"
-    if target.is_file() and sha256_bytes(target.read_bytes()) == CORPUS_SHA256:
+    if cached_corpus_archive(cache_dir):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:

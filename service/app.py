@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
@@ -23,6 +25,16 @@ from service.settings import Settings
 
 log = logging.getLogger("service")
 
+# For tests only: model loading waits until the file named here exists, so "loading" can be observed.
+HOLD_LOADING_ENV = "ORTSERVE_TEST_HOLD_LOADING"
+
+
+def load_models(registry: ModelRegistry) -> None:
+    hold = os.environ.get(HOLD_LOADING_ENV)
+    while hold and not os.path.exists(hold):
+        time.sleep(0.02)
+    registry.load_all()
+
 
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
@@ -34,7 +46,7 @@ def create_app(settings: Settings) -> FastAPI:
         decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         app.state.dataplane = DataPlane(registry, settings, run_pool, decode_pool)
         # Load in the background: the server answers /health (503 "loading") while models warm up.
-        loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+        loading = asyncio.create_task(asyncio.to_thread(load_models, registry))
         try:
             yield
         finally:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from export.build import default_cache_dir
+from models.sentiment_data import cached_corpus_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAMES = ("mnist-cnn", "forecast-lstm", "sentiment-transformer")
@@ -32,21 +33,33 @@ def real_repository() -> Path:
     """The fully built repository (make models). CI sets ORTSERVE_REQUIRE_REAL_MODELS=1: absence fails."""
     path = real_repository_path()
     if not repository_complete(path):
-        if os.environ.get("ORTSERVE_REQUIRE_REAL_MODELS") == "1":
-            pytest.fail(f"{path} is not a complete model repository; run `make models`")
-        pytest.skip(f"{path} is not built; run `make models`")
+        missing(f"{path} is not a complete model repository; run `make models`")
     return path
 
 
+def missing(reason: str) -> None:
+    """Skip, or fail where CI requires the real build (whose set-up fetched every data file)."""
+    if os.environ.get("ORTSERVE_REQUIRE_REAL_MODELS") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
-def quick_repository(tmp_path_factory) -> Path:
-    """The whole export pipeline in --quick mode, into a fresh repository and an empty cache."""
+def data_cache() -> Path:
+    """The build cache holding the downloaded data files. Tests never download: `make models` does."""
+    cache = default_cache_dir()
+    if cached_corpus_archive(cache) is None:
+        missing(f"the VADER corpus is not in {cache}/data; run `make models` once (it downloads the sdist)")
+    return cache
+
+
+@pytest.fixture(scope="session")
+def quick_repository(tmp_path_factory, data_cache) -> Path:
+    """The whole export pipeline in --quick mode, into a fresh repository and an empty model cache."""
     base = tmp_path_factory.mktemp("quick")
     repository, cache = base / "model_repository", base / "cache"
-    data_cache = default_cache_dir() / "data"
-    if data_cache.is_dir():  # reuse downloaded data files, never finished models
-        cache.mkdir(parents=True)
-        (cache / "data").symlink_to(data_cache, target_is_directory=True)
+    cache.mkdir(parents=True)  # downloaded data files are shared, finished models and weights never
+    (cache / "data").symlink_to(data_cache / "data", target_is_directory=True)
     subprocess.run(
         [sys.executable, "-m", "export", "build", "--quick", "--repository", str(repository), "--cache-dir", str(cache)],
         cwd=ROOT,
@@ -80,13 +93,13 @@ class RunningServer:
 
 
 @contextmanager
-def start_server(repository: Path, log: Path, *args: str, wait_ready: bool = True):
+def start_server(repository: Path, log: Path, *args: str, wait_ready: bool = True, env: dict | None = None):
     """`python -m service` on a free loopback port; waits for /health 200 unless told not to."""
     port = free_port()
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
                "--model-repository", str(repository), *args]
     with log.open("w") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     server = RunningServer(process, f"http://127.0.0.1:{port}", log)
     try:
         if wait_ready:

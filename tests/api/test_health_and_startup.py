@@ -9,28 +9,29 @@ import time
 
 import httpx
 
+from service.app import HOLD_LOADING_ENV
 from tests.conftest import ROOT, start_server, wait_for_health
 
 MODELS = {"mnist-cnn", "forecast-lstm", "sentiment-transformer"}
 
 
 def test_health_goes_from_503_loading_to_200(api_repository, tmp_path):
-    seen: list[tuple[int, str]] = []
-    with start_server(api_repository, tmp_path / "log", wait_ready=False) as server:
-        deadline = time.monotonic() + 120
+    gate = tmp_path / "go"
+    with start_server(api_repository, tmp_path / "log", wait_ready=False, env={HOLD_LOADING_ENV: str(gate)}) as server:
+        loading = wait_for_health(server, 503)
+        assert loading.json()["status"] == "loading"
+        assert all(m["state"] == "loading" for m in loading.json()["models"])
         with server.client(timeout=5) as client:
-            while time.monotonic() < deadline:
-                try:
-                    response = client.get("/health")
-                except httpx.TransportError:
-                    time.sleep(0.005)
-                    continue
-                seen.append((response.status_code, response.json()["status"]))
-                if response.status_code == 200:
-                    break
+            assert client.get("/health/live").status_code == 200  # alive while loading
+            not_ready = client.get("/health/ready")
+            assert not_ready.status_code == 503 and not_ready.json()["ready"] is False
+            gate.touch()
+        response = wait_for_health(server, 200)
+        with server.client(timeout=5) as client:
+            ready = client.get("/health/ready")
         body = response.json()
-    assert seen[0] == (503, "loading"), seen[:3]
-    assert seen[-1] == (200, "ok")
+    assert body["status"] == "ok"
+    assert ready.status_code == 200 and len(ready.json()["ready_models"]) == 3
     assert {m["name"] for m in body["models"]} == MODELS
     assert all(m["ready"] and m["providers"] == ["CPUExecutionProvider"] for m in body["models"])
 
@@ -65,6 +66,10 @@ def test_corrupted_model_is_refused_and_the_rest_serve(api_repository, tmp_path)
             time.sleep(0.1)
             response = httpx.get(server.url + "/health")
         assert response.status_code == 503 and response.json()["status"] == "degraded"
+        # One failed model does not make the container unhealthy, nor take the others out of rotation.
+        assert httpx.get(server.url + "/health/live").status_code == 200
+        ready = httpx.get(server.url + "/health/ready")
+        assert ready.status_code == 200 and "forecast-lstm/1" not in ready.json()["ready_models"]
         states = {m["name"]: m for m in response.json()["models"]}
         assert states["forecast-lstm"]["state"] == "failed" and "sha256" in states["forecast-lstm"]["error"]
         assert states["mnist-cnn"]["ready"] and states["sentiment-transformer"]["ready"]

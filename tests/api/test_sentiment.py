@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.build import default_cache_dir
 from models.sentiment_data import LABELS, load_corpus, split_corpus
 from service.manifest import ModelManifest
 
 
 @pytest.fixture(scope="module")
-def held_out(api_repository):
+def held_out(api_repository, data_cache):
     manifest = ModelManifest.load(api_repository / "sentiment-transformer" / "1")
-    corpus = load_corpus(default_cache_dir())
+    corpus = load_corpus(data_cache)
     test = corpus.subset(split_corpus(corpus, manifest.training.seed).test)
     rng = np.random.default_rng(3)
     pick = rng.choice(len(test), size=24, replace=False)

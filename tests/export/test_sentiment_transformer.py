@@ -31,8 +31,8 @@ AUDIT_SAMPLE = 400
 
 
 @pytest.fixture(scope="module")
-def cache_dir() -> Path:
-    return default_cache_dir()
+def cache_dir(data_cache) -> Path:
+    return data_cache
 
 
 @pytest.fixture(scope="module")

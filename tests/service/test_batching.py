@@ -1,0 +1,181 @@
+"""The dynamic batcher on a real ONNX Runtime session: batches form, results fan out, failures stay alone."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from service.batching import DynamicBatcher
+from service.errors import Overloaded
+from service.manifest import TensorSpec
+from service.runtime import OnnxModel, ProviderPlan, session_options
+from service.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def row_sums(tmp_path_factory) -> OnnxModel:
+    """y[b] = sum of x[b, :]: rows of any length, padded with zeros to the batch's longest."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)],
+        "row_sums",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[helper.make_tensor("axes", TensorProto.INT64, [1], [1])],
+    )
+    path = tmp_path_factory.mktemp("onnx") / "row_sums.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    inputs = [TensorSpec(name="x", dtype="float32", shape=["batch", "sequence"])]
+    return OnnxModel(path, inputs, ProviderPlan([("CPUExecutionProvider", {})], "test"), session_options(Settings(), 1))
+
+
+def collate(rows) -> dict[str, np.ndarray]:
+    longest = max(len(row) for row in rows)
+    batch = np.zeros((len(rows), longest), np.float32)
+    for i, row in enumerate(rows):
+        batch[i, : len(row)] = row  # a row of the wrong shape fails here, failing its whole batch
+    return {"x": batch}
+
+
+class Harness:
+    def __init__(self, model: OnnxModel, **kwargs):
+        self.pool = ThreadPoolExecutor(1)
+        self.slots = asyncio.Semaphore(1)
+        self.batches: list[int] = []
+        self.computed: list[float] = []
+
+        def run(rows):
+            self.computed.extend(float(np.sum(row)) for row in rows)
+            return model.run(collate(rows))
+
+        self.batcher = DynamicBatcher(
+            "row-sums", run, executor=self.pool, run_slots=self.slots, row_length=len,
+            on_batch=lambda stats: self.batches.append(stats.rows), **kwargs,
+        )
+
+    async def held(self, *submissions):
+        """Submit while the run slot is held (as if a batch were running), then let the batcher go."""
+        await self.slots.acquire()
+        tasks = [asyncio.ensure_future(self.batcher.submit(rows)) for rows in submissions]
+        await asyncio.sleep(0.01)
+        self.slots.release()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def rows_of(*lengths: int, start: float = 1.0) -> list[np.ndarray]:
+    return [np.full(n, start + i, np.float32) for i, n in enumerate(lengths)]
+
+
+def test_a_lone_request_runs_at_once_in_a_batch_of_one(row_sums):
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=8, max_queue_delay_ms=500)
+        result = await asyncio.wait_for(harness.batcher.submit(rows_of(3)), 0.4)  # no 500 ms delay for an idle model
+        return harness, result
+
+    harness, result = asyncio.run(scenario())
+    assert harness.batches == [1]
+    np.testing.assert_allclose(result[0], [[3.0]])
+
+
+def test_concurrent_requests_share_a_batch_and_each_gets_its_own_rows(row_sums):
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=16)
+        results = await harness.held(rows_of(2, start=1), rows_of(5, 1, start=10), rows_of(4, start=100))
+        return harness, results
+
+    harness, results = asyncio.run(scenario())
+    assert harness.batches == [4]
+    np.testing.assert_allclose(results[0][0], [[2.0]])
+    np.testing.assert_allclose(results[1][0], [[50.0], [11.0]])
+    np.testing.assert_allclose(results[2][0], [[400.0]])
+
+
+def test_a_large_request_is_split_over_batches_and_reassembled_in_order(row_sums):
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=16)
+        big = [np.full(1 + i % 5, float(i), np.float32) for i in range(40)]
+        result = await harness.held(big, rows_of(3))
+        return harness, big, result
+
+    harness, big, (first, second) = asyncio.run(scenario())
+    assert sorted(harness.batches, reverse=True)[:2] == [16, 16] and sum(harness.batches) == 41
+    np.testing.assert_allclose(first[0][:, 0], [row.sum() for row in big])
+    np.testing.assert_allclose(second[0], [[3.0]])
+
+
+def test_rows_of_similar_length_go_together_and_the_oldest_always_goes(row_sums):
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=3)
+        order: list[int] = []
+        lengths = [8, 120, 9, 121, 8, 122]
+
+        async def one(index: int):
+            await harness.batcher.submit([np.ones(lengths[index], np.float32)])
+            order.append(index)
+
+        await harness.slots.acquire()
+        tasks = [asyncio.ensure_future(one(i)) for i in range(len(lengths))]
+        await asyncio.sleep(0.01)
+        harness.slots.release()
+        await asyncio.gather(*tasks)
+        return harness, order
+
+    harness, order = asyncio.run(scenario())
+    assert harness.batches == [3, 3]
+    assert set(order[:3]) == {0, 2, 4}  # the short texts, with the oldest, ran first and apart from the long ones
+
+
+def test_a_bad_row_fails_only_its_own_request(row_sums):
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=16)
+        bad = [np.ones((2, 2), np.float32)]  # two-dimensional: collate cannot place it
+        return await harness.held(rows_of(2), bad, rows_of(3, 4))
+
+    good, failed, also_good = asyncio.run(scenario())
+    np.testing.assert_allclose(good[0], [[2.0]])
+    np.testing.assert_allclose(also_good[0], [[3.0], [8.0]])
+    assert failed.__class__.__name__ == "InferenceFailed" and failed.status == 500
+
+
+def test_the_queue_is_bounded(row_sums):
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=4, max_queue_rows=5)
+        return await harness.held(rows_of(1, 1, 1), rows_of(1, 1), rows_of(1))
+
+    first, second, refused = asyncio.run(scenario())
+    assert first[0].shape == (3, 1) and second[0].shape == (2, 1)
+    assert isinstance(refused, Overloaded) and refused.status == 503 and refused.headers["Retry-After"] == "1"
+
+
+def test_a_cancelled_request_is_not_computed(row_sums):
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=16)
+        await harness.slots.acquire()
+        kept = asyncio.ensure_future(harness.batcher.submit(rows_of(2, start=1)))
+        dropped = asyncio.ensure_future(harness.batcher.submit(rows_of(2, start=77)))
+        await asyncio.sleep(0.01)
+        dropped.cancel()
+        harness.slots.release()
+        await kept
+        return harness
+
+    harness = asyncio.run(scenario())
+    assert 154.0 not in harness.computed and harness.computed == [2.0]
+
+
+def test_a_loaded_model_waits_for_a_fuller_batch_up_to_the_delay(row_sums):
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=8, max_queue_delay_ms=150)
+        await harness.held(rows_of(1), rows_of(1))  # now under load: the last batch had 2 rows
+        first = asyncio.ensure_future(harness.batcher.submit(rows_of(1)))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(harness.batcher.submit(rows_of(1)))
+        await asyncio.gather(first, second)
+        return harness
+
+    harness = asyncio.run(scenario())
+    assert harness.batches == [2, 2]  # the second arrival joined the first within the delay

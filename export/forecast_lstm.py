@@ -17,6 +17,7 @@ import torch
 
 from export.build import BuildContext, ModelBuilder
 from export.spec import ExportSpec, export_to_onnx, parity_report
+from export.variants import Guard, VariantCandidate, build_variants, dynamic_int8
 from models import lstm as forecaster
 from models.lstm import mean_smape, predict, smape, tail_inputs
 from models.series_data import FREQUENCY_NAMES, PERIODS, TEST_HORIZON, Series, provenance
@@ -31,6 +32,7 @@ from service.manifest import (
     sha256_of,
 )
 from service.preprocessing.series import CONTEXT_FEATURES, MIN_HISTORY, SCALING, STEP_FEATURES
+from service.settings import DEFAULT_BATCHING
 from service.tasks.forecast import ForecastRequest, ForecastTask
 
 NAME, VERSION = "forecast-lstm", "1"
@@ -183,6 +185,20 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     if not ctx.quick and served["smape"] > bar:
         raise RuntimeError(f"{NAME}: held-out sMAPE {served['smape']:.3f} misses the target <= {bar:.3f} (0.9 x seasonal naive)")
 
+    variants = build_variants(
+        ctx.out_dir,
+        ctx.model_path,
+        [VariantCandidate("int8-dynamic", "INT8 weights for the LSTM and dense layers, activations quantised on the fly",
+                          dynamic_int8(["LSTM", "MatMul", "Gemm"]))],
+        evaluate=lambda variant: scores(series, service_forecasts(variant, task, series, give_period=True)),
+        fp32_metrics=served,
+        guard=Guard("smape", higher_is_better=False, relative=0.02),
+        held_out=[{"window": test_steps, "context": test_context}],
+        bench_feeds={name: array[: DEFAULT_BATCHING[NAME].max_batch_size] for name, array in
+                     (("window", test_steps), ("context", test_context))},
+        classifier=False,
+    )
+
     data = provenance(series)
     counts = data["counts"]
     best_steps = [min(h, key=lambda e: e["val_smape"])["step"] for h in histories]
@@ -243,6 +259,10 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             targets={"smape": f"<= {TARGET_RATIO} x seasonal_naive smape = {bar:.3f}"},
         ),
         parity=parity,
+        variants=variants.records,
+        served_variant=variants.served,
+        guard=variants.guard,
+        rejected_variants=variants.rejected,
         build=ctx.build_record(),
     )
 

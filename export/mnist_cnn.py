@@ -11,6 +11,7 @@ from PIL import Image
 
 from export.build import BuildContext, ModelBuilder, package_versions
 from export.spec import ExportSpec, export_to_onnx, parity_report
+from export.variants import Guard, VariantCandidate, build_variants, dynamic_int8, static_int8
 from models import cnn
 from service.manifest import (
     DataProvenance,
@@ -23,6 +24,7 @@ from service.manifest import (
 )
 from service.preprocessing.image import DIGIT_LABELS, normalise
 from service.preprocessing.numeric import softmax
+from service.settings import DEFAULT_BATCHING
 from service.tasks.image import ImageRequest, ImageTask
 
 LABELS = list(DIGIT_LABELS)
@@ -108,6 +110,23 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     if not ctx.quick and accuracy < ACCURACY_TARGET:
         raise RuntimeError(f"mnist-cnn: held-out accuracy {accuracy:.4f} is below the target {ACCURACY_TARGET}")
 
+    pngs = [as_png(d) for d in test_digits]
+    calibration = [{"image": inputs[data.train[i : i + 32]]} for i in range(0, 640, 32)]
+    variants = build_variants(
+        ctx.out_dir,
+        ctx.model_path,
+        [
+            VariantCandidate("int8-static", "INT8 QDQ, per-channel weights, activation ranges calibrated on 640 training digits", static_int8(calibration)),
+            VariantCandidate("int8-dynamic", "INT8 weights, activations quantised on the fly", dynamic_int8()),
+        ],
+        evaluate=lambda variant: {"accuracy": service_accuracy(variant, task, pngs, test_labels)},
+        fp32_metrics={"accuracy": accuracy},
+        guard=Guard("accuracy", higher_is_better=True, absolute=0.01),
+        held_out=[{"image": test_inputs[i : i + 256]} for i in range(0, len(test_inputs), 256)],
+        bench_feeds={"image": test_inputs[: DEFAULT_BATCHING["mnist-cnn"].max_batch_size]},
+        classifier=True,
+    )
+
     best_epochs = [max(h, key=lambda e: e["val_accuracy"])["epoch"] for h in histories]
     return ModelManifest(
         name="mnist-cnn",
@@ -143,6 +162,10 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             targets={"accuracy": f">= {ACCURACY_TARGET}"},
         ),
         parity=parity,
+        variants=variants.records,
+        served_variant=variants.served,
+        guard=variants.guard,
+        rejected_variants=variants.rejected,
         build=ctx.build_record(),
     )
 

@@ -17,6 +17,7 @@ import torch
 
 from export.build import BuildContext, ModelBuilder, log
 from export.spec import ExportSpec, export_to_onnx, parity_report
+from export.variants import Guard, VariantCandidate, build_variants, dynamic_int8, fused_transformer
 from models import transformer
 from models.sentiment_data import (
     CORPUS_MEMBER,
@@ -41,12 +42,14 @@ from service.manifest import (
     TrainingRecord,
     sha256_of,
 )
+from service.settings import DEFAULT_BATCHING
 from service.tasks.sentiment import MAX_TEXTS, SentimentRequest, SentimentTask
 
 NAME = "sentiment-transformer"
 VERSION = "1"
 VOCAB_SIZE = 30522
 CLS_ID, SEP_ID, PAD_ID = 101, 102, 0
+MINILM_HEADS, MINILM_HIDDEN = 12, 384
 TARGET_BINARY_ACCURACY = 0.88
 TARGET_GAIN_OVER_VADER = 0.10
 
@@ -101,20 +104,30 @@ EXPORT_SPEC = ExportSpec(
 )
 
 
-def _score_through_task(task: SentimentTask, session: ort.InferenceSession, model: torch.nn.Module, texts: list[str]):
-    """ONNX logits, PyTorch logits on the very same feeds, and the served responses' results."""
+def _score_through_task(task: SentimentTask, session: ort.InferenceSession, model: torch.nn.Module | None, texts: list[str]):
+    """ONNX logits, PyTorch logits on the very same feeds (when a model is given), and the served results."""
     onnx_logits, torch_logits, results = [], [], []
     for start in range(0, len(texts), MAX_TEXTS):
         request = SentimentRequest(texts=texts[start : start + MAX_TEXTS])
         decoded = task.decode(request)
         feeds = task.collate(decoded.rows)
         outputs = session.run(EXPORT_SPEC.output_names, feeds)
-        with torch.no_grad():
-            reference = model(*(torch.from_numpy(feeds[name]) for name in EXPORT_SPEC.input_names))
+        if model is not None:
+            with torch.no_grad():
+                torch_logits.append(model(*(torch.from_numpy(feeds[name]) for name in EXPORT_SPEC.input_names)).numpy())
         onnx_logits.append(outputs[0])
-        torch_logits.append(reference.numpy())
         results.extend(task.encode(outputs, decoded, NAME, VERSION).results)
-    return np.concatenate(onnx_logits), np.concatenate(torch_logits), results
+    return np.concatenate(onnx_logits), np.concatenate(torch_logits) if torch_logits else None, results
+
+
+def _served_metrics(test: Corpus, results) -> dict[str, float]:
+    served_labels = np.asarray([LABELS.index(r.label) for r in results])
+    served_positive = np.asarray([r.scores.positive > r.scores.negative for r in results])
+    return {
+        **sentiment_metrics(test.labels, served_labels, served_positive),
+        **_binary_accuracy_per_domain(test, served_positive),
+        "truncated_fraction": float(np.mean([r.truncated for r in results])),
+    }
 
 
 def _binary_accuracy_per_domain(test: Corpus, predicts_positive: np.ndarray) -> dict[str, float]:
@@ -141,14 +154,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     onnx_logits, torch_logits, results = _score_through_task(task, session, model, test.texts)
     parity = parity_report(EXPORT_SPEC, torch_logits, onnx_logits)
 
-    served_labels = np.asarray([LABELS.index(r.label) for r in results])
-    served_positive = np.asarray([r.scores.positive > r.scores.negative for r in results])
-    decisions = (served_labels, served_positive)
-    model_metrics = {
-        **sentiment_metrics(test.labels, *decisions),
-        **_binary_accuracy_per_domain(test, served_positive),
-        "truncated_fraction": float(np.mean([r.truncated for r in results])),
-    }
+    model_metrics = _served_metrics(test, results)
     compound = vader_compound(test.texts)
     vader = {
         **vader_metrics(compound, test.labels),
@@ -165,6 +171,26 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     ):
         log(f"{NAME}: WARNING held-out targets missed: {model_metrics}")
     log(f"{NAME}: held-out {model_metrics}; VADER {vader}")
+
+    held_out = [task.collate(task.decode(SentimentRequest(texts=test.texts[i : i + MAX_TEXTS])).rows)
+                for i in range(0, len(test), MAX_TEXTS)]
+    typical = [text for text in test.texts if 15 <= len(task.tokenizer.encode(text).ids) <= 25]
+    bench_texts = (typical or test.texts)[: DEFAULT_BATCHING[NAME].max_batch_size]
+    fused = fused_transformer(num_heads=MINILM_HEADS, hidden_size=MINILM_HIDDEN)
+    variants = build_variants(
+        ctx.out_dir,
+        ctx.model_path,
+        [
+            VariantCandidate("fused", "fp32 with ONNX Runtime's transformer fusions (attention, skip LayerNorm, bias GELU)", fused),
+            VariantCandidate("int8", "the fused graph with INT8 weights, activations quantised on the fly", dynamic_int8(before=fused)),
+        ],
+        evaluate=lambda variant: _served_metrics(test, _score_through_task(task, variant, None, test.texts)[2]),
+        fp32_metrics=model_metrics,
+        guard=Guard("binary_accuracy", higher_is_better=True, absolute=0.01),
+        held_out=held_out,
+        bench_feeds=task.collate(task.decode(SentimentRequest(texts=bench_texts)).rows),
+        classifier=True,
+    )
 
     return ModelManifest(
         name=NAME,
@@ -202,6 +228,10 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             },
         ),
         parity=parity,
+        variants=variants.records,
+        served_variant=variants.served,
+        guard=variants.guard,
+        rejected_variants=variants.rejected,
         build=ctx.build_record(),
     )
 

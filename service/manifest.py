@@ -104,6 +104,13 @@ class BuildRecord(_Strict):
     versions: dict[str, str]  # torch, onnx, onnxruntime, ... used by the build
 
 
+class VariantParity(_Strict):
+    n: int
+    max_abs_diff: float  # of the first output (logits or forecasts) against fp32
+    mean_abs_diff: float
+    argmax_agreement: Union[float, None] = None
+
+
 class VariantRecord(_Strict):
     """A faster rendering of the same trained weights (graph-optimised, INT8, ...)."""
 
@@ -112,7 +119,7 @@ class VariantRecord(_Strict):
     sha256: str
     description: str
     metrics: dict[str, float]  # the same held-out metrics as the manifest's, measured through the task
-    parity: ParityReport  # against the fp32 model on the held-out inputs
+    parity: "VariantParity"  # against the fp32 model on the held-out inputs
     throughput_ratio: float  # rows/s relative to fp32, in-process, same threads, at batch_size
     batch_size: int
     within_guard: bool  # its headline metric is within the guard of fp32's (see `guard`)
@@ -139,6 +146,7 @@ class ModelManifest(_Strict):
     # The variant served by default: the fastest within the guard; "fp32" is model_file itself.
     served_variant: str = "fp32"
     guard: str = ""  # the rule a variant's headline metric had to meet to be served
+    rejected_variants: dict[str, str] = {}  # variants tried and not kept, and why
     build: BuildRecord
 
     def variant(self, name: str) -> tuple[str, str]:

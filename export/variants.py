@@ -1,0 +1,224 @@
+"""Faster variants of an exported model, each measured and guarded before it may be served.
+
+A variant is made from the fp32 ONNX file (graph fusion, INT8 quantisation), scored on the same
+held-out data through the same task code, compared with fp32 output by output, and timed against fp32
+in-process with the serving thread count at the model's default batch size. A variant that is not at
+least MIN_SPEEDUP times faster is dropped; of those kept, the fastest whose headline metric is within
+the guard is served by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from export.build import log
+from service.cpus import physical_cores
+from service.manifest import VariantParity, VariantRecord, sha256_of
+
+MIN_SPEEDUP = 1.1
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class VariantCandidate:
+    name: str
+    description: str
+    make: Callable[[Path, Path], None]  # (fp32 model, output path)
+
+
+@dataclass(frozen=True)
+class Guard:
+    metric: str
+    higher_is_better: bool
+    absolute: float = 0.0  # e.g. 0.01 = one accuracy point
+    relative: float = 0.0  # e.g. 0.02 = 2 % of the fp32 value
+
+    def holds(self, fp32: float, variant: float) -> bool:
+        slack = self.absolute + self.relative * abs(fp32)
+        return variant >= fp32 - slack if self.higher_is_better else variant <= fp32 + slack
+
+    def describe(self) -> str:
+        bound = f"{self.absolute:g}" if self.absolute else f"{self.relative:.0%} of fp32's value"
+        side = "below" if self.higher_is_better else "above"
+        return (
+            f"held-out {self.metric} no more than {bound} {side} fp32's, and at least {MIN_SPEEDUP}x fp32's "
+            f"throughput (in-process, {physical_cores()} intra-op threads, the model's default batch size)"
+        )
+
+
+@dataclass
+class VariantsResult:
+    records: list[VariantRecord]
+    served: str
+    rejected: dict[str, str]
+    guard: str
+
+
+def session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = physical_cores()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def run_all(model: ort.InferenceSession, batches: list[Feeds]) -> np.ndarray:
+    return np.concatenate([model.run(None, feeds)[0] for feeds in batches])
+
+
+def throughput_ratio(reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: Feeds, rounds: int = 5) -> float:
+    """Rows/s of candidate over reference, interleaved rounds so that machine noise hits both alike."""
+    rows = len(next(iter(feeds.values())))
+
+    def rate(model: ort.InferenceSession, seconds: float = 0.3) -> float:
+        model.run(None, feeds)
+        started, runs = time.perf_counter(), 0
+        while time.perf_counter() - started < seconds:
+            model.run(None, feeds)
+            runs += 1
+        return runs * rows / (time.perf_counter() - started)
+
+    ratios = [rate(candidate) / rate(reference) for _ in range(rounds)]
+    return round(statistics.median(ratios), 3)
+
+
+def build_variants(
+    out_dir: Path,
+    fp32_path: Path,
+    candidates: list[VariantCandidate],
+    evaluate: Callable[[ort.InferenceSession], dict[str, float]],
+    fp32_metrics: dict[str, float],
+    guard: Guard,
+    held_out: list[Feeds],
+    bench_feeds: Feeds,
+    classifier: bool,
+) -> VariantsResult:
+    fp32 = session(fp32_path)
+    reference = run_all(fp32, held_out)
+    batch_size = len(next(iter(bench_feeds.values())))
+    records, rejected = [], {}
+    for candidate in candidates:
+        path = out_dir / f"model.{candidate.name}.onnx"
+        try:
+            candidate.make(fp32_path, path)
+            model = session(path)
+        except Exception as exc:  # noqa: BLE001 - a variant that cannot be made is reported, not fatal
+            rejected[candidate.name] = f"could not be built: {type(exc).__name__}: {exc}"[:300]
+            path.unlink(missing_ok=True)
+            continue
+        outputs = run_all(model, held_out)
+        difference = np.abs(outputs - reference)
+        parity = VariantParity(
+            n=int(len(reference)),
+            max_abs_diff=float(difference.max()),
+            mean_abs_diff=float(difference.mean()),
+            argmax_agreement=float(np.mean(outputs.argmax(-1) == reference.argmax(-1))) if classifier else None,
+        )
+        ratio = throughput_ratio(fp32, model, bench_feeds)
+        metrics = evaluate(model)
+        within = guard.holds(fp32_metrics[guard.metric], metrics[guard.metric])
+        log(f"variant {candidate.name}: {ratio:.2f}x fp32 at batch {batch_size}, {guard.metric} {metrics[guard.metric]:.4f} "
+            f"(fp32 {fp32_metrics[guard.metric]:.4f}), within guard: {within}")
+        if ratio < MIN_SPEEDUP:
+            rejected[candidate.name] = (
+                f"{ratio:.2f}x fp32's throughput at batch {batch_size} (< {MIN_SPEEDUP}x); "
+                f"{guard.metric} {metrics[guard.metric]:.4f}"
+            )
+            path.unlink()
+            continue
+        records.append(VariantRecord(
+            name=candidate.name,
+            model_file=path.name,
+            sha256=sha256_of(path),
+            description=candidate.description,
+            metrics=metrics,
+            parity=parity,
+            throughput_ratio=ratio,
+            batch_size=batch_size,
+            within_guard=within,
+        ))
+    eligible = [r for r in records if r.within_guard]
+    served = max(eligible, key=lambda r: r.throughput_ratio).name if eligible else "fp32"
+    return VariantsResult(records, served, rejected, guard.describe())
+
+
+# --- ways to make a variant ---------------------------------------------------------------------
+
+
+@contextmanager
+def _quiet_quantizer():
+    """The quantizer logs advice to the root logger at WARNING on every call; keep build logs readable."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def fused_transformer(num_heads: int, hidden_size: int) -> Callable[[Path, Path], None]:
+    """ONNX Runtime's transformer optimizer: fused attention, embedding and skip LayerNorm, bias GELU."""
+
+    def make(source: Path, target: Path) -> None:
+        from onnxruntime.transformers import optimizer
+
+        optimized = optimizer.optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
+        optimized.save_model_to_file(str(target))
+
+    return make
+
+
+def dynamic_int8(op_types: list[str] | None = None, before: Callable[[Path, Path], None] | None = None) -> Callable[[Path, Path], None]:
+    """INT8 weights, activations quantised on the fly (onnxruntime.quantization.quantize_dynamic)."""
+
+    def make(source: Path, target: Path) -> None:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        if before is not None:
+            staged = target.with_suffix(".staged.onnx")
+            before(source, staged)
+            source = staged
+        try:
+            with _quiet_quantizer():
+                quantize_dynamic(
+                    str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
+                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                )
+        finally:
+            if before is not None:
+                source.unlink(missing_ok=True)
+
+    return make
+
+
+def static_int8(calibration: list[Feeds]) -> Callable[[Path, Path], None]:
+    """INT8 weights and activations in QDQ form, ranges calibrated on training inputs (quantize_static)."""
+
+    def make(source: Path, target: Path) -> None:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.batches = iter(calibration)
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        with _quiet_quantizer():
+            quantize_static(
+                str(source), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+            )
+
+    return make

@@ -6,11 +6,12 @@ REPOSITORY ?= model_repository
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup models serve test test-fast readme clean help
+.PHONY: setup models serve test readme bench bench-quick clean help
 
 help:
 	@echo "make serve   set up, build the models if missing or changed, serve on $(HOST):$(PORT)"
 	@echo "make test    set up, build the models if missing or changed, run the test suite"
+	@echo "make bench   the service vs the raw in-process limit vs a naive server (needs wrk), about 8 minutes"
 	@echo "make setup | make models | make readme | make clean"
 
 $(BIN)/python:
@@ -19,7 +20,7 @@ $(BIN)/python:
 
 # The stamp is refreshed whenever pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[train,test]'
+	$(BIN)/python -m pip install -e '.[train,test,bench]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -36,6 +37,12 @@ serve: models
 
 test: models
 	ORTSERVE_MODEL_REPOSITORY=$(abspath $(REPOSITORY)) $(BIN)/python -m pytest
+
+bench: models
+	$(BIN)/python -m bench --repository $(REPOSITORY)
+
+bench-quick: models
+	$(BIN)/python -m bench --quick --repository $(REPOSITORY)
 
 clean:
 	rm -rf $(VENV) $(REPOSITORY) .pytest_cache

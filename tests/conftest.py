@@ -75,6 +75,14 @@ def api_repository(request) -> Path:
     return path if repository_complete(path) else request.getfixturevalue("quick_repository")
 
 
+@pytest.fixture(scope="session")
+def api_cache(api_repository, request) -> Path:
+    """The build cache that holds the weights behind api_repository."""
+    if api_repository == real_repository_path():
+        return default_cache_dir()
+    return request.getfixturevalue("quick_repository").parent / "cache"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,0 +1,1 @@
+"""Servers to compare against. Never imported by the service."""

@@ -1,0 +1,65 @@
+"""Variants: the guard, the choice of the served variant, and the manifests that record both."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from export.variants import MIN_SPEEDUP, Guard
+from service.manifest import ModelManifest, sha256_of
+from tests.conftest import MODEL_NAMES, start_server, wait_for_health
+
+
+def test_guard_for_accuracy_allows_one_point():
+    guard = Guard("accuracy", higher_is_better=True, absolute=0.01)
+    assert guard.holds(0.988, 0.980) and guard.holds(0.988, 0.995)
+    assert not guard.holds(0.988, 0.977)
+
+
+def test_guard_for_smape_allows_two_percent_relative():
+    guard = Guard("smape", higher_is_better=False, relative=0.02)
+    assert guard.holds(7.0, 7.13) and guard.holds(7.0, 6.0)
+    assert not guard.holds(7.0, 7.15)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_manifest_variants_meet_the_rule(api_repository, name):
+    version_dir = api_repository / name / "1"
+    manifest = ModelManifest.load(version_dir)
+    headline = {"mnist-cnn": "accuracy", "forecast-lstm": "smape", "sentiment-transformer": "binary_accuracy"}[name]
+    guard = {
+        "mnist-cnn": Guard("accuracy", True, absolute=0.01),
+        "forecast-lstm": Guard("smape", False, relative=0.02),
+        "sentiment-transformer": Guard("binary_accuracy", True, absolute=0.01),
+    }[name]
+    assert manifest.guard == guard.describe()
+    for variant in manifest.variants:
+        assert sha256_of(version_dir / variant.model_file) == variant.sha256
+        assert variant.throughput_ratio >= MIN_SPEEDUP, "a variant that is not faster is not kept"
+        assert variant.within_guard == guard.holds(manifest.metrics.model[headline], variant.metrics[headline])
+        assert set(variant.metrics) >= {headline} and variant.parity.n > 0
+    eligible = [v for v in manifest.variants if v.within_guard]
+    expected = max(eligible, key=lambda v: v.throughput_ratio).name if eligible else "fp32"
+    assert manifest.served_variant == expected
+    assert not set(manifest.rejected_variants) & {v.name for v in manifest.variants}
+
+
+def test_the_service_serves_the_chosen_variant_and_the_setting_overrides_it(api_repository, tmp_path, client):
+    served = {m["name"]: m["variant"] for m in client.get("/health").json()["models"]}
+    for name in MODEL_NAMES:
+        assert served[name] == ModelManifest.load(api_repository / name / "1").served_variant
+
+    manifest = ModelManifest.load(api_repository / "sentiment-transformer" / "1")
+    names = ["fp32", *(v.name for v in manifest.variants)]
+    other = next((n for n in names if n != manifest.served_variant), None)
+    if other is None:
+        pytest.skip("the sentiment model has a single variant in this repository")
+    overrides = json.dumps({"sentiment-transformer": other, "mnist-cnn": "no-such-variant"})
+    with start_server(api_repository, tmp_path / "log", "--variants", overrides, wait_ready=False) as server:
+        response = wait_for_health(server, 503)
+        while response.json()["status"] == "loading":
+            response = wait_for_health(server, 503)
+        models = {m["name"]: m for m in response.json()["models"]}
+    assert models["sentiment-transformer"]["variant"] == other and models["sentiment-transformer"]["ready"]
+    assert models["mnist-cnn"]["state"] == "failed" and "no variant 'no-such-variant'" in models["mnist-cnn"]["error"]

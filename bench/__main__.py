@@ -26,7 +26,7 @@ from bench.servers import running
 from export.build import default_cache_dir
 from service.cpus import physical_cores, usable_cpus
 
-SERVED, FP32, NAIVE = "service", "service-fp32", "naive"
+SERVED, FP32, NAIVE, PLAIN_HTTP = "service", "service-fp32", "naive", "service-h11-asyncio"
 
 
 def cpu_model() -> str:
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         FP32: [*service, "--variants", fp32_variants],
         NAIVE: ["-m", "bench.baselines.naive_server", "--repository", str(repository), "--cache-dir", str(cache_dir)],
     }
+    if not args.quick:  # what uvloop and httptools buy: the same service on the pure-Python parser and loop
+        commands[PLAIN_HTTP] = [*service, "--http", "h11", "--loop", "asyncio"]
     servers, served_models = {}, {}
     with tempfile.TemporaryDirectory() as logs:
         for name, command in commands.items():

@@ -68,7 +68,7 @@ def write_markdown(report: dict, path: Path) -> None:
         model = report["limits"][endpoint]["model"]
         for server, by_endpoint in report["servers"].items():
             runs = by_endpoint[endpoint]
-            variant = {"service": report["models"][model]["variant"], "service-fp32": "fp32", "naive": "PyTorch eager"}[server]
+            variant = "fp32" if server == "service-fp32" else "PyTorch eager" if server == "naive" else report["models"][model]["variant"]
             cells = [f"{r['rps']:.0f} ({r['p50_ms']:.1f} / {r['p99_ms']:.1f})" + (f", {r['errors']} errors" if r["errors"] else "")
                      for r in runs]
             cpu = sum(r["loadgen_cpu_s"] for r in runs)
@@ -100,7 +100,7 @@ def write_plots(report: dict, stem: Path) -> None:
     from matplotlib.ticker import NullLocator
 
     endpoints = list(report["servers"]["service"])
-    styles = {"service": "-o", "service-fp32": "--s", "naive": ":^"}
+    styles = {"service": "-o", "service-fp32": "--s", "naive": ":^", "service-h11-asyncio": "-.x"}
     figure, axes = plt.subplots(1, len(endpoints), figsize=(5 * len(endpoints), 4), squeeze=False)
     for axis, endpoint in zip(axes[0], endpoints):
         for server, by_endpoint in report["servers"].items():

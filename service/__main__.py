@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        http=settings.http,
+        loop=settings.loop,
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
     model_repository: Path = Field(Path("model_repository"), description="folder of <model>/<version>/ directories")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    http: Literal["auto", "httptools", "h11"] = Field("auto", description="HTTP parser (auto = httptools when installed)")
+    loop: Literal["auto", "uvloop", "asyncio"] = Field("auto", description="event loop (auto = uvloop when installed)")
 
     providers: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="execution providers: auto = CUDA when onnxruntime offers it, else CPU"

@@ -19,7 +19,7 @@ from service.cpus import physical_cores
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
 from service.registry import ModelRegistry
-from service.routes import health, typed
+from service.routes import health, typed, v2
 from service.runtime import plan_providers
 from service.settings import Settings
 
@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_request_mb * 1024 * 1024))
     app.include_router(typed.router)
     app.include_router(health.router)
+    app.include_router(v2.router)
 
     # Swagger UI from a package, so /docs works on a machine with no internet.
     app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")

@@ -15,7 +15,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from service.batching import BatchStats, DynamicBatcher
-from service.errors import ServiceError
+import numpy as np
+
+from service.errors import InvalidInput, ServiceError
 from service.registry import ModelEntry, ModelRegistry
 from service.settings import Settings
 
@@ -95,6 +97,27 @@ class DataPlane:
                 stats.failures += 1
             raise
 
+    async def infer_tensors(
+        self, model: str, version: str | None, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
+    ) -> tuple[ModelEntry, dict[str, np.ndarray]]:
+        """Named input tensors (the Open Inference Protocol view) -> the entry that ran and its output tensors."""
+        entry = self.registry.get(model, version)
+        stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
+        stats.requests += 1
+        task = entry.task
+        try:
+            check_tensors(task, inputs)
+            decoded = task.decode_tensors(inputs, parameters)
+            if not decoded.rows:
+                raise InvalidInput("the batch dimension is 0: nothing to infer")
+            entry.model.check(task.collate(decoded.rows))
+            outputs = await self.batcher(entry).submit(decoded.rows)
+            return entry, task.encode_tensors(outputs, decoded)
+        except ServiceError as exc:
+            if exc.status >= 500:
+                stats.failures += 1
+            raise
+
     async def decode(self, entry: ModelEntry, request: BaseModel):
         task = entry.task
         if task.blocking_decode:
@@ -118,3 +141,19 @@ class DataPlane:
     async def close(self) -> None:
         for batcher in self._batchers.values():
             await batcher.stop()
+
+
+V2_DTYPES = {"FP32": np.float32, "BYTES": np.object_, "INT64": np.int64}
+
+
+def check_tensors(task, inputs: dict[str, np.ndarray]) -> None:
+    """Names, datatypes and shapes against the task's declared V2 inputs (-1 matches any size)."""
+    declared = {t.name: t for t in task.tensor_inputs}
+    if set(inputs) != set(declared):
+        raise InvalidInput(f"inputs {sorted(inputs)} do not match the model's {sorted(declared)}")
+    for name, array in inputs.items():
+        spec = declared[name]
+        if array.dtype != np.dtype(V2_DTYPES[spec.datatype]):
+            raise InvalidInput(f"input {name}: datatype must be {spec.datatype}")
+        if array.ndim != len(spec.shape) or any(d != -1 and d != s for d, s in zip(spec.shape, array.shape)):
+            raise InvalidInput(f"input {name}: shape {list(array.shape)} does not match {list(spec.shape)}")

@@ -20,10 +20,22 @@ class Decoded:
     context: dict[str, Any] = field(default_factory=dict)  # what encode needs to undo decode
 
 
+@dataclass(frozen=True)
+class TensorDeclaration:
+    """A tensor of the Open Inference Protocol view of a task (-1 = any size)."""
+
+    name: str
+    datatype: str  # V2 datatype: FP32, BYTES, ...
+    shape: tuple[int, ...]
+    description: str = ""
+
+
 class Task(ABC):
     kind: ClassVar[str]  # the manifest's `task`
     request_model: ClassVar[type[BaseModel]]
     response_model: ClassVar[type[BaseModel]]
+    tensor_inputs: ClassVar[tuple[TensorDeclaration, ...]]  # what V2 clients send
+    tensor_outputs: ClassVar[tuple[TensorDeclaration, ...]]  # what V2 clients get back
     # Decode on the bounded decode pool (e.g. image decompression) instead of on the event loop.
     blocking_decode: ClassVar[bool] = False
 
@@ -40,6 +52,10 @@ class Task(ABC):
                 raise TypeError(f"{cls.__name__}.{attribute} must be a pydantic model class")
         if not isinstance(getattr(cls, "kind", None), str):
             raise TypeError(f"{cls.__name__}.kind must name the manifest task")
+        for attribute in ("tensor_inputs", "tensor_outputs"):
+            declared = getattr(cls, attribute, None)
+            if not declared or not all(isinstance(t, TensorDeclaration) for t in declared):
+                raise TypeError(f"{cls.__name__}.{attribute} must declare its tensors")
 
     @abstractmethod
     def decode(self, request: BaseModel) -> Decoded:
@@ -56,3 +72,11 @@ class Task(ABC):
     @abstractmethod
     def encode(self, outputs: list[np.ndarray], decoded: Decoded, model: str, version: str) -> BaseModel:
         """The model's outputs for this request's rows (leading axis = its rows, in order) -> response."""
+
+    @abstractmethod
+    def decode_tensors(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> Decoded:
+        """V2 input tensors (names, datatypes and shapes already checked against tensor_inputs) -> rows."""
+
+    @abstractmethod
+    def encode_tensors(self, outputs: list[np.ndarray], decoded: Decoded) -> dict[str, np.ndarray]:
+        """The model's outputs for this request's rows -> the V2 output tensors, by name."""

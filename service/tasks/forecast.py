@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.errors import InvalidInput
 from service.manifest import ForecastPreprocessing
 from service.preprocessing.series import MIN_HISTORY, detect_period, right_aligned, scale_windows, unscale
-from service.tasks.base import Decoded, Task
+from service.tasks.base import Decoded, Task, TensorDeclaration
 
 MAX_HISTORY = 100_000
 
@@ -41,6 +41,10 @@ class ForecastTask(Task):
     kind = "sequence-forecast"
     request_model = ForecastRequest
     response_model = ForecastResponse
+    tensor_inputs = (
+        TensorDeclaration("history", "FP32", (1, -1), "one series, oldest first; parameters: horizon, period"),
+    )
+    tensor_outputs = (TensorDeclaration("forecast", "FP32", (1, -1), "the next `horizon` values"),)
 
     preprocessing: ForecastPreprocessing
 
@@ -64,6 +68,26 @@ class ForecastTask(Task):
 
     def collate(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         return {"window": np.stack([row[0] for row in rows]), "context": np.stack([row[1] for row in rows])}
+
+    def decode_tensors(self, inputs: dict[str, np.ndarray], parameters: dict) -> Decoded:
+        unknown = set(parameters) - {"horizon", "period"}
+        if unknown:
+            raise InvalidInput(f"unknown parameters {sorted(unknown)}; this model takes horizon and period")
+        try:
+            request = ForecastRequest(
+                series=inputs["history"][0].astype(np.float64).tolist(),
+                horizon=parameters.get("horizon", 12),
+                period=parameters.get("period"),
+            )
+        except ValueError as exc:
+            first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+            where = ".".join(str(p) for p in first["loc"]).replace("series", "history")
+            raise InvalidInput(f"{where}: {first['msg']}") from None
+        return self.decode(request)
+
+    def encode_tensors(self, outputs: list[np.ndarray], decoded: Decoded) -> dict[str, np.ndarray]:
+        horizon = decoded.context["horizon"]
+        return {"forecast": unscale(outputs[0][:, :horizon], decoded.context["scaling"]).astype(np.float32)}
 
     def encode(self, outputs: list[np.ndarray], decoded: Decoded, model: str, version: str) -> ForecastResponse:
         horizon = decoded.context["horizon"]

@@ -15,7 +15,7 @@ from service.errors import BadRequest, InvalidInput, PayloadTooLarge, Unsupporte
 from service.manifest import ImagePreprocessing
 from service.preprocessing.image import BlankImage, digit_to_mnist, normalise, to_grayscale
 from service.preprocessing.numeric import softmax
-from service.tasks.base import Decoded, Task
+from service.tasks.base import Decoded, Task, TensorDeclaration
 
 ACCEPTED_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"}
 # File signatures of the accepted formats: such a file that fails to decode is corrupt (400), not foreign (415).
@@ -77,6 +77,10 @@ class ImageTask(Task):
     request_model = ImageRequest
     response_model = ImageClassification
     blocking_decode = True
+    tensor_inputs = (
+        TensorDeclaration("image", "FP32", (-1, 1, 28, 28), "pixel intensities in [0, 1], white digit on black (MNIST)"),
+    )
+    tensor_outputs = (TensorDeclaration("probabilities", "FP32", (-1, 10), "softmax over the labels 0-9"),)
 
     preprocessing: ImagePreprocessing
 
@@ -94,6 +98,17 @@ class ImageTask(Task):
 
     def collate(self, rows: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         return {self.input_name: np.stack(rows)}
+
+    def decode_tensors(self, inputs: dict[str, np.ndarray], parameters: dict) -> Decoded:
+        pixels = inputs["image"].astype(np.float32)
+        if not np.all(np.isfinite(pixels)) or pixels.min(initial=0.0) < 0.0 or pixels.max(initial=0.0) > 1.0:
+            raise InvalidInput("image: pixel intensities must be finite and within [0, 1] (white digit on black)")
+        spec = self.preprocessing
+        normalised = normalise(pixels[:, 0], spec.mean, spec.std)
+        return Decoded(rows=list(normalised))
+
+    def encode_tensors(self, outputs: list[np.ndarray], decoded: Decoded) -> dict[str, np.ndarray]:
+        return {"probabilities": softmax(outputs[0]).astype(np.float32)}
 
     def encode(self, outputs: list[np.ndarray], decoded: Decoded, model: str, version: str) -> ImageClassification:
         probabilities = softmax(outputs[0][0])

@@ -12,7 +12,7 @@ from service.errors import InvalidInput
 from service.manifest import SentimentPreprocessing
 from service.preprocessing.numeric import softmax
 from service.preprocessing.text import PAD_TOKEN, SENTIMENT_LABELS, load_tokenizer, pad_batch, tokenize
-from service.tasks.base import Decoded, Task
+from service.tasks.base import Decoded, Task, TensorDeclaration
 
 MAX_TEXTS = 64
 MAX_TEXT_CHARS = 10_000
@@ -73,6 +73,11 @@ class SentimentTask(Task):
     kind = "text-sentiment"
     request_model = SentimentRequest
     response_model = SentimentResponse
+    tensor_inputs = (TensorDeclaration("text", "BYTES", (-1,), "raw UTF-8 texts; the service tokenises"),)
+    tensor_outputs = (
+        TensorDeclaration("probabilities", "FP32", (-1, 3), "negative, neutral, positive"),
+        TensorDeclaration("label", "BYTES", (-1,), "the most probable label"),
+    )
 
     preprocessing: SentimentPreprocessing
 
@@ -98,6 +103,26 @@ class SentimentTask(Task):
 
     def row_length(self, row: Sequence[int]) -> int:
         return len(row)
+
+    def decode_tensors(self, inputs: dict[str, np.ndarray], parameters: dict) -> Decoded:
+        texts = []
+        for raw in inputs["text"].reshape(-1):
+            try:
+                texts.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise InvalidInput("text: every element must be valid UTF-8") from None
+        try:
+            request = SentimentRequest(texts=texts)
+        except ValueError as exc:
+            raise InvalidInput(f"text: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
+        return self.decode(request)
+
+    def encode_tensors(self, outputs: list[np.ndarray], decoded: Decoded) -> dict[str, np.ndarray]:
+        probabilities = softmax(outputs[0])
+        order = [self.labels.index(label) for label in SENTIMENT_LABELS]
+        labels = np.empty(len(probabilities), dtype=object)
+        labels[:] = [self.labels[i].encode() for i in probabilities.argmax(axis=1)]
+        return {"probabilities": probabilities[:, order].astype(np.float32), "label": labels}
 
     def encode(self, outputs: list[np.ndarray], decoded: Decoded, model: str, version: str) -> SentimentResponse:
         probabilities = softmax(outputs[0])

@@ -1,0 +1,1 @@
+"""Wire formats of the protocols other than the typed endpoints."""

@@ -32,7 +32,7 @@ from service.manifest import (
     sha256_of,
 )
 from service.preprocessing.series import CONTEXT_FEATURES, MIN_HISTORY, SCALING, STEP_FEATURES
-from service.settings import DEFAULT_BATCHING
+from service.batch_policy import DEFAULT_BATCHING
 from service.tasks.forecast import ForecastRequest, ForecastTask
 
 NAME, VERSION = "forecast-lstm", "1"

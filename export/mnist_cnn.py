@@ -24,7 +24,7 @@ from service.manifest import (
 )
 from service.preprocessing.image import DIGIT_LABELS, normalise
 from service.preprocessing.numeric import softmax
-from service.settings import DEFAULT_BATCHING
+from service.batch_policy import DEFAULT_BATCHING
 from service.tasks.image import ImageRequest, ImageTask
 
 LABELS = list(DIGIT_LABELS)

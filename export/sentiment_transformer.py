@@ -42,7 +42,7 @@ from service.manifest import (
     TrainingRecord,
     sha256_of,
 )
-from service.settings import DEFAULT_BATCHING
+from service.batch_policy import DEFAULT_BATCHING
 from service.tasks.sentiment import MAX_TEXTS, SentimentRequest, SentimentTask
 
 NAME = "sentiment-transformer"

@@ -18,6 +18,7 @@ from service.body_limit import BodySizeLimit
 from service.cpus import physical_cores
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
+from service.metrics import Metrics, RequestMetrics
 from service.registry import ModelRegistry
 from service.routes import health, typed, v2
 from service.runtime import plan_providers
@@ -44,7 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
         registry = app.state.registry = ModelRegistry(settings, plan, physical_cores())
         run_pool = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
         decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
-        app.state.dataplane = DataPlane(registry, settings, run_pool, decode_pool)
+        app.state.dataplane = DataPlane(registry, settings, run_pool, decode_pool, metrics)
         # Load in the background: the server answers /health (503 "loading") while models warm up.
         loading = asyncio.create_task(asyncio.to_thread(load_models, registry))
         try:
@@ -63,8 +64,10 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    metrics = app.state.metrics = Metrics()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_request_mb * 1024 * 1024))
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(typed.router)
     app.include_router(health.router)
     app.include_router(v2.router)

@@ -18,6 +18,7 @@ from service.batching import BatchStats, DynamicBatcher
 import numpy as np
 
 from service.errors import InvalidInput, ServiceError
+from service.metrics import Metrics
 from service.registry import ModelEntry, ModelRegistry
 from service.settings import Settings
 
@@ -54,8 +55,11 @@ class ModelStats:
 
 
 class DataPlane:
-    def __init__(self, registry: ModelRegistry, settings: Settings, run_pool: Executor, decode_pool: Executor):
+    def __init__(
+        self, registry: ModelRegistry, settings: Settings, run_pool: Executor, decode_pool: Executor, metrics: Metrics
+    ):
         self.registry = registry
+        self.metrics = metrics
         self.settings = settings
         self.run_pool = run_pool
         self.decode_pool = decode_pool
@@ -70,6 +74,16 @@ class DataPlane:
             model, task = entry.model, entry.task
             policy = self.settings.batch_policy(entry.name)
             stats = self.stats.setdefault(key, ModelStats())
+            labels = (entry.name, entry.version, entry.variant or "fp32")
+
+            def on_batch(batch: BatchStats) -> None:
+                stats.record_batch(batch)
+                self.metrics.exec_count.labels(*labels).inc()
+                self.metrics.inference_count.labels(*labels).inc(batch.rows)
+                self.metrics.batch_size.labels(*labels).observe(batch.rows)
+                self.metrics.queue_seconds.labels(*labels).observe(batch.queue_s)
+                self.metrics.compute_seconds.labels(*labels).observe(batch.compute_s)
+
             batcher = self._batchers[key] = DynamicBatcher(
                 f"{entry.name}/{entry.version}",
                 lambda rows: model.run(task.collate(rows)),
@@ -79,7 +93,7 @@ class DataPlane:
                 max_queue_delay_ms=policy.max_queue_delay_ms,
                 max_queue_rows=self.settings.max_queue_rows,
                 row_length=task.row_length,
-                on_batch=stats.record_batch,
+                on_batch=on_batch,
             )
         return batcher
 
@@ -91,11 +105,12 @@ class DataPlane:
         try:
             decoded = await self.decode(entry, request)
             outputs = await self.batcher(entry).submit(decoded.rows)
-            return entry.task.encode(outputs, decoded, entry.name, entry.version)
+            response = entry.task.encode(outputs, decoded, entry.name, entry.version)
         except ServiceError as exc:
-            if exc.status >= 500:
-                stats.failures += 1
+            self._failed(entry, stats, exc)
             raise
+        self.metrics.inference_success.labels(entry.name, entry.version, entry.variant or "fp32").inc()
+        return response
 
     async def infer_tensors(
         self, model: str, version: str | None, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
@@ -112,11 +127,17 @@ class DataPlane:
                 raise InvalidInput("the batch dimension is 0: nothing to infer")
             entry.model.check(task.collate(decoded.rows))
             outputs = await self.batcher(entry).submit(decoded.rows)
-            return entry, task.encode_tensors(outputs, decoded)
+            tensors = task.encode_tensors(outputs, decoded)
         except ServiceError as exc:
-            if exc.status >= 500:
-                stats.failures += 1
+            self._failed(entry, stats, exc)
             raise
+        self.metrics.inference_success.labels(entry.name, entry.version, entry.variant or "fp32").inc()
+        return entry, tensors
+
+    def _failed(self, entry: ModelEntry, stats: ModelStats, exc: ServiceError) -> None:
+        if exc.status >= 500:
+            stats.failures += 1
+            self.metrics.inference_failure.labels(entry.name, entry.version, entry.variant or "fp32").inc()
 
     async def decode(self, entry: ModelEntry, request: BaseModel):
         task = entry.task

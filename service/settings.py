@@ -5,30 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.batch_policy import DEFAULT_BATCHING, FALLBACK_BATCHING, BatchPolicy
+
 ENV_PREFIX = "ORTSERVE_"
-
-
-class BatchPolicy(BaseModel):
-    """Dynamic batching for one model (Triton's max_batch_size and max_queue_delay_microseconds)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_batch_size: int = Field(ge=1, le=1024, description="most rows in one session run")
-    max_queue_delay_ms: float = Field(
-        0.0, ge=0, le=1000, description="how long a loaded model may wait for a fuller batch (an idle one never waits)"
-    )
-
-
-# Chosen with `make bench` on a 2-core CPU (bench/README.md): larger batches gained no throughput.
-DEFAULT_BATCHING = {
-    "mnist-cnn": BatchPolicy(max_batch_size=32),
-    "forecast-lstm": BatchPolicy(max_batch_size=64),
-    "sentiment-transformer": BatchPolicy(max_batch_size=16),
-}
-FALLBACK_BATCHING = BatchPolicy(max_batch_size=16)
 
 
 class Settings(BaseSettings):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from service.manifest import ModelManifest
@@ -86,6 +86,13 @@ async def ready(request: Request):
     is_ready = not registry.loading and bool(serving) and not getattr(request.app.state, "draining", False)
     body = ReadyResponse(ready=is_ready, status=registry.status, ready_models=serving)
     return JSONResponse(body.model_dump(), status_code=200 if is_ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition format."""
+    content, media_type = request.app.state.metrics.render(request.app.state.registry)
+    return Response(content=content, media_type=media_type)
 
 
 @router.get("/models", response_model=ModelsResponse)

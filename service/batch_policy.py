@@ -1,0 +1,25 @@
+"""Dynamic batching policy per model, and the defaults chosen by measurement."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BatchPolicy(BaseModel):
+    """Dynamic batching for one model (Triton's max_batch_size and max_queue_delay_microseconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(ge=1, le=1024, description="most rows in one session run")
+    max_queue_delay_ms: float = Field(
+        0.0, ge=0, le=1000, description="how long a loaded model may wait for a fuller batch (an idle one never waits)"
+    )
+
+
+# Chosen with `make bench` on a 2-core CPU (bench/README.md): larger batches gained no throughput.
+DEFAULT_BATCHING = {
+    "mnist-cnn": BatchPolicy(max_batch_size=32),
+    "forecast-lstm": BatchPolicy(max_batch_size=64),
+    "sentiment-transformer": BatchPolicy(max_batch_size=16),
+}
+FALLBACK_BATCHING = BatchPolicy(max_batch_size=16)

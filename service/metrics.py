@@ -1,0 +1,79 @@
+"""Prometheus metrics, in the spirit of Triton's nv_inference_* family, under the ortserve_ prefix.
+
+One registry per app (not the process-global default), so several apps in one process (tests) do not
+collide. The service runs one process; with several, each would be scraped as its own target.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Typed routes serve one model each; V2 routes name theirs in the path.
+ROUTE_MODELS = {"/classify-image": "mnist-cnn", "/sentiment": "sentiment-transformer", "/predict-sequence": "forecast-lstm"}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        model = ["model", "version", "variant"]
+        self.requests = Counter("ortserve_http_requests", "HTTP requests by route, model and status",
+                                ["endpoint", "method", "model", "status"], registry=self.registry)
+        self.request_seconds = Histogram("ortserve_http_request_duration_seconds", "HTTP request latency",
+                                         ["endpoint", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.inference_success = Counter("ortserve_inference_request_success", "Inference requests answered",
+                                         model, registry=self.registry)
+        self.inference_failure = Counter("ortserve_inference_request_failure", "Inference requests failed (5xx)",
+                                         model, registry=self.registry)
+        self.inference_count = Counter("ortserve_inference_count", "Rows inferred (items, not requests)",
+                                       model, registry=self.registry)
+        self.exec_count = Counter("ortserve_inference_exec_count", "Session runs (batches)", model, registry=self.registry)
+        self.batch_size = Histogram("ortserve_batch_size", "Rows per session run", model, buckets=BATCH_BUCKETS,
+                                    registry=self.registry)
+        self.queue_seconds = Histogram("ortserve_queue_duration_seconds", "Longest wait of a row before its batch ran",
+                                       model, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.compute_seconds = Histogram("ortserve_compute_duration_seconds", "Session run time per batch",
+                                         model, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.ready = Gauge("ortserve_model_ready", "1 when the model version serves", [*model, "provider"],
+                           registry=self.registry)
+
+    def render(self, registry) -> tuple[bytes, str]:
+        """The exposition text; readiness is read from the model registry at scrape time."""
+        self.ready.clear()
+        for entry in registry.entries.values():
+            provider = entry.model.providers[0] if entry.model else "none"
+            self.ready.labels(entry.name, entry.version, entry.variant or "none", provider).set(1 if entry.ready else 0)
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class RequestMetrics:
+    """ASGI middleware: count and time every HTTP request by its route template, not its raw path."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def observe_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe_send)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            model = scope.get("path_params", {}).get("name") or ROUTE_MODELS.get(endpoint, "")
+            method = scope.get("method", "")
+            self.metrics.requests.labels(endpoint, method, model, str(status["code"])).inc()
+            self.metrics.request_seconds.labels(endpoint, method).observe(time.perf_counter() - started)

@@ -190,7 +190,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
         ctx.model_path,
         [VariantCandidate("int8-dynamic", "INT8 weights for the LSTM and dense layers, activations quantised on the fly",
                           dynamic_int8(["LSTM", "MatMul", "Gemm"]))],
-        evaluate=lambda variant: scores(series, service_forecasts(variant, task, series, give_period=True)),
+        evaluate=lambda variant, _: scores(series, service_forecasts(variant, task, series, give_period=True)),  # one per run
         fp32_metrics=served,
         guard=Guard("smape", higher_is_better=False, relative=0.02),
         held_out=[{"window": test_steps, "context": test_context}],

@@ -119,7 +119,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             VariantCandidate("int8-static", "INT8 QDQ, per-channel weights, activation ranges calibrated on 640 training digits", static_int8(calibration)),
             VariantCandidate("int8-dynamic", "INT8 weights, activations quantised on the fly", dynamic_int8()),
         ],
-        evaluate=lambda variant: {"accuracy": service_accuracy(variant, task, pngs, test_labels)},
+        evaluate=lambda variant, _: {"accuracy": service_accuracy(variant, task, pngs, test_labels)},  # one image per run
         fp32_metrics={"accuracy": accuracy},
         guard=Guard("accuracy", higher_is_better=True, absolute=0.01),
         held_out=[{"image": test_inputs[i : i + 256]} for i in range(0, len(test_inputs), 256)],

@@ -17,7 +17,7 @@ import torch
 
 from export.build import BuildContext, ModelBuilder, log
 from export.spec import ExportSpec, export_to_onnx, parity_report
-from export.variants import Guard, VariantCandidate, build_variants, dynamic_int8, fused_transformer
+from export.variants import Guard, VariantCandidate, build_variants, dynamic_int8, fused_transformer, static_int8
 from models import transformer
 from models.sentiment_data import (
     CORPUS_MEMBER,
@@ -104,11 +104,13 @@ EXPORT_SPEC = ExportSpec(
 )
 
 
-def _score_through_task(task: SentimentTask, session: ort.InferenceSession, model: torch.nn.Module | None, texts: list[str]):
+def _score_through_task(
+    task: SentimentTask, session: ort.InferenceSession, model: torch.nn.Module | None, texts: list[str], rows: int = MAX_TEXTS
+):
     """ONNX logits, PyTorch logits on the very same feeds (when a model is given), and the served results."""
     onnx_logits, torch_logits, results = [], [], []
-    for start in range(0, len(texts), MAX_TEXTS):
-        request = SentimentRequest(texts=texts[start : start + MAX_TEXTS])
+    for start in range(0, len(texts), rows):
+        request = SentimentRequest(texts=texts[start : start + rows])
         decoded = task.decode(request)
         feeds = task.collate(decoded.rows)
         outputs = session.run(EXPORT_SPEC.output_names, feeds)
@@ -177,14 +179,17 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     typical = [text for text in test.texts if 15 <= len(task.tokenizer.encode(text).ids) <= 25]
     bench_texts = (typical or test.texts)[: DEFAULT_BATCHING[NAME].max_batch_size]
     fused = fused_transformer(num_heads=MINILM_HEADS, hidden_size=MINILM_HIDDEN)
+    calibration = [task.collate(task.decode(SentimentRequest(texts=train.texts[i : i + 32])).rows) for i in range(0, 320, 32)]
     variants = build_variants(
         ctx.out_dir,
         ctx.model_path,
         [
             VariantCandidate("fused", "fp32 with ONNX Runtime's transformer fusions (attention, skip LayerNorm, bias GELU)", fused),
             VariantCandidate("int8", "the fused graph with INT8 weights, activations quantised on the fly", dynamic_int8(before=fused)),
+            VariantCandidate("int8-static", "INT8 QDQ, activation ranges calibrated on 320 training sentences",
+                             static_int8(calibration)),
         ],
-        evaluate=lambda variant: _served_metrics(test, _score_through_task(task, variant, None, test.texts)[2]),
+        evaluate=lambda variant, rows: _served_metrics(test, _score_through_task(task, variant, None, test.texts, rows)[2]),
         fp32_metrics=model_metrics,
         guard=Guard("binary_accuracy", higher_is_better=True, absolute=0.01),
         held_out=held_out,

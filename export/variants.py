@@ -26,6 +26,8 @@ from service.cpus import physical_cores
 from service.manifest import VariantParity, VariantRecord, sha256_of
 
 MIN_SPEEDUP = 1.1
+# A served variant must score a row the same alone as in a batch: the batcher mixes requests.
+BATCH_TOLERANCE = 1e-4
 Feeds = dict[str, np.ndarray]
 
 
@@ -51,8 +53,10 @@ class Guard:
         bound = f"{self.absolute:g}" if self.absolute else f"{self.relative:.0%} of fp32's value"
         side = "below" if self.higher_is_better else "above"
         return (
-            f"held-out {self.metric} no more than {bound} {side} fp32's, and at least {MIN_SPEEDUP}x fp32's "
-            f"throughput (in-process, {physical_cores()} intra-op threads, the model's default batch size)"
+            f"held-out {self.metric} no more than {bound} {side} fp32's, at least {MIN_SPEEDUP}x fp32's "
+            f"throughput (in-process, {physical_cores()} intra-op threads, the model's default batch size), and "
+            f"a row's outputs alone within {BATCH_TOLERANCE:g} of its outputs in a batch, or else served one row "
+            f"per session run (then timed and scored that way)"
         )
 
 
@@ -76,19 +80,33 @@ def run_all(model: ort.InferenceSession, batches: list[Feeds]) -> np.ndarray:
     return np.concatenate([model.run(None, feeds)[0] for feeds in batches])
 
 
-def throughput_ratio(reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: Feeds, rounds: int = 5) -> float:
-    """Rows/s of candidate over reference, interleaved rounds so that machine noise hits both alike."""
-    rows = len(next(iter(feeds.values())))
+def batch_difference(model: ort.InferenceSession, feeds: Feeds, rows: int = 32) -> float:
+    """Largest |output alone - output in the batch| over the first `rows` rows of one batch."""
+    count = min(rows, len(next(iter(feeds.values()))))
+    batch = {name: array[:count] for name, array in feeds.items()}
+    together = model.run(None, batch)[0]
+    alone = np.concatenate([model.run(None, {n: a[i : i + 1] for n, a in batch.items()})[0] for i in range(count)])
+    return float(np.abs(together - alone).max())
 
-    def rate(model: ort.InferenceSession, seconds: float = 0.3) -> float:
-        model.run(None, feeds)
+
+def throughput_ratio(
+    reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: Feeds, candidate_batch: int | None = None,
+    rounds: int = 5,
+) -> float:
+    """Rows/s of candidate (at candidate_batch rows per run, default all) over reference (all rows per run),
+    in interleaved rounds so that machine noise hits both alike."""
+    candidate_feeds = {n: a[:candidate_batch] for n, a in feeds.items()} if candidate_batch else feeds
+
+    def rate(model: ort.InferenceSession, inputs: Feeds, seconds: float = 0.3) -> float:
+        rows = len(next(iter(inputs.values())))
+        model.run(None, inputs)
         started, runs = time.perf_counter(), 0
         while time.perf_counter() - started < seconds:
-            model.run(None, feeds)
+            model.run(None, inputs)
             runs += 1
         return runs * rows / (time.perf_counter() - started)
 
-    ratios = [rate(candidate) / rate(reference) for _ in range(rounds)]
+    ratios = [rate(candidate, candidate_feeds) / rate(reference, feeds) for _ in range(rounds)]
     return round(statistics.median(ratios), 3)
 
 
@@ -96,7 +114,7 @@ def build_variants(
     out_dir: Path,
     fp32_path: Path,
     candidates: list[VariantCandidate],
-    evaluate: Callable[[ort.InferenceSession], dict[str, float]],
+    evaluate: Callable[[ort.InferenceSession, int], dict[str, float]],  # (session, rows per run) -> metrics
     fp32_metrics: dict[str, float],
     guard: Guard,
     held_out: list[Feeds],
@@ -123,12 +141,17 @@ def build_variants(
             max_abs_diff=float(difference.max()),
             mean_abs_diff=float(difference.mean()),
             argmax_agreement=float(np.mean(outputs.argmax(-1) == reference.argmax(-1))) if classifier else None,
+            batch_max_abs_diff=batch_difference(model, held_out[0]),
         )
-        ratio = throughput_ratio(fp32, model, bench_feeds)
-        metrics = evaluate(model)
+        invariant = parity.batch_max_abs_diff <= BATCH_TOLERANCE
+        # A variant whose outputs depend on the rest of its batch may still be served one row per run.
+        serve_batch = None if invariant else 1
+        ratio = throughput_ratio(fp32, model, bench_feeds, serve_batch)
+        metrics = evaluate(model, serve_batch or batch_size)
         within = guard.holds(fp32_metrics[guard.metric], metrics[guard.metric])
-        log(f"variant {candidate.name}: {ratio:.2f}x fp32 at batch {batch_size}, {guard.metric} {metrics[guard.metric]:.4f} "
-            f"(fp32 {fp32_metrics[guard.metric]:.4f}), within guard: {within}")
+        log(f"variant {candidate.name}: {ratio:.2f}x fp32 at batch {batch_size} (itself at batch {serve_batch or batch_size}), {guard.metric} {metrics[guard.metric]:.4f} "
+            f"(fp32 {fp32_metrics[guard.metric]:.4f}), within guard: {within}, batch-invariant: {invariant} "
+            f"({parity.batch_max_abs_diff:.1e})")
         if ratio < MIN_SPEEDUP:
             rejected[candidate.name] = (
                 f"{ratio:.2f}x fp32's throughput at batch {batch_size} (< {MIN_SPEEDUP}x); "
@@ -146,6 +169,8 @@ def build_variants(
             throughput_ratio=ratio,
             batch_size=batch_size,
             within_guard=within,
+            batch_invariant=invariant,
+            serve_max_batch_size=serve_batch,
         ))
     eligible = [r for r in records if r.within_guard]
     served = max(eligible, key=lambda r: r.throughput_ratio).name if eligible else "fp32"

@@ -72,7 +72,7 @@ class DataPlane:
         batcher = self._batchers.get(key)
         if batcher is None:
             model, task = entry.model, entry.task
-            policy = self.settings.batch_policy(entry.name)
+            policy = entry.policy or self.settings.batch_policy(entry.name)
             stats = self.stats.setdefault(key, ModelStats())
             labels = (entry.name, entry.version, entry.variant or "fp32")
 
@@ -150,7 +150,7 @@ class DataPlane:
         return decoded
 
     def summary(self, entry: ModelEntry) -> dict[str, Any]:
-        policy = self.settings.batch_policy(entry.name)
+        policy = entry.policy or self.settings.batch_policy(entry.name)
         stats = self.stats.get((entry.name, entry.version), ModelStats())
         return {
             "max_batch_size": policy.max_batch_size,

@@ -109,6 +109,8 @@ class VariantParity(_Strict):
     max_abs_diff: float  # of the first output (logits or forecasts) against fp32
     mean_abs_diff: float
     argmax_agreement: Union[float, None] = None
+    # A row's outputs alone vs inside a batch of other rows (dynamic quantisation scales by the whole batch).
+    batch_max_abs_diff: float = 0.0
 
 
 class VariantRecord(_Strict):
@@ -123,6 +125,9 @@ class VariantRecord(_Strict):
     throughput_ratio: float  # rows/s relative to fp32, in-process, same threads, at batch_size
     batch_size: int
     within_guard: bool  # its headline metric is within the guard of fp32's (see `guard`)
+    batch_invariant: bool = True  # a row scores the same whatever else is in its batch
+    # Set to 1 for a variant that is not batch-invariant: it is timed, scored and served one row per run.
+    serve_max_batch_size: Union[int, None] = None
 
 
 class ModelManifest(_Strict):
@@ -148,6 +153,9 @@ class ModelManifest(_Strict):
     guard: str = ""  # the rule a variant's headline metric had to meet to be served
     rejected_variants: dict[str, str] = {}  # variants tried and not kept, and why
     build: BuildRecord
+
+    def variant_record(self, name: str) -> "VariantRecord | None":
+        return next((v for v in self.variants if v.name == name), None)
 
     def variant(self, name: str) -> tuple[str, str]:
         """(model file, sha256) of a variant by name; "fp32" is the manifest's own model."""

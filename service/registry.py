@@ -11,6 +11,7 @@ from typing import Literal
 from service.errors import ModelNotFound, ModelNotReady
 from service.manifest import MANIFEST_FILE, ModelManifest, sha256_of
 from service.runtime import OnnxModel, ProviderPlan, session_options
+from service.batch_policy import BatchPolicy
 from service.settings import Settings
 from service.tasks.base import Task
 
@@ -49,6 +50,7 @@ class ModelEntry:
     model: OnnxModel | None = None
     task: Task | None = None
     variant: str | None = None  # which model file is served (see ModelManifest.variants)
+    policy: BatchPolicy | None = None  # batching as served (a batch-variant variant runs one row at a time)
 
     @property
     def ready(self) -> bool:
@@ -100,11 +102,14 @@ class ModelRegistry:
             model = OnnxModel(model_path, manifest.inputs, self.plan, session_options(self.settings, self.cpus))
             task = task_class(manifest.task)(manifest.preprocessing, manifest.labels, entry.version_dir)
             policy = self.settings.batch_policy(entry.name)
+            record = manifest.variant_record(variant)
+            if record and record.serve_max_batch_size and entry.name not in self.settings.batching:
+                policy = BatchPolicy(max_batch_size=min(policy.max_batch_size, record.serve_max_batch_size))
             model.warm_up(policy.max_batch_size, getattr(manifest.preprocessing, "max_length", 0))
         except Exception as exc:  # one bad model must not take the others down
             self._fail(entry, exc)
             return
-        entry.model, entry.task, entry.variant = model, task, variant
+        entry.model, entry.task, entry.variant, entry.policy = model, task, variant, policy
         entry.state, entry.error = "ready", None
         log.info("model %s/%s (%s) ready on %s", entry.name, entry.version, variant, ", ".join(model.providers))
 

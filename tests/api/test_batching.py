@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+
+from tests.conftest import start_server
 
 SHORT = ["Great.", "Awful!", "Fine, I guess.", "Not bad at all.", "Meh."]
 LONG = [
@@ -15,6 +18,23 @@ LONG = [
     "I left the cinema grinning and have already booked tickets to see it again with friends next week.",
 ]
 TEXTS = [SHORT[i % len(SHORT)] if i % 3 else LONG[i % len(LONG)] for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def server(api_repository, tmp_path_factory):
+    """fp32 everywhere with text batches of up to 16: a dynamically quantised variant is served one row per run,
+    so the batching of texts is exercised on the fp32 model."""
+    variants = json.dumps({"sentiment-transformer": "fp32", "mnist-cnn": "fp32", "forecast-lstm": "fp32"})
+    batching = json.dumps({"sentiment-transformer": {"max_batch_size": 16}})
+    log = tmp_path_factory.mktemp("batching") / "server.log"
+    with start_server(api_repository, log, "--variants", variants, "--batching", batching) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server):
+    with server.client() as http:
+        yield http
 
 
 def batching_of(client: httpx.Client, model: str) -> dict:

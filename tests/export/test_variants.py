@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from export.variants import MIN_SPEEDUP, Guard
+from export.variants import BATCH_TOLERANCE, MIN_SPEEDUP, Guard
 from service.manifest import ModelManifest, sha256_of
 from tests.conftest import MODEL_NAMES, start_server, wait_for_health
 
@@ -39,6 +39,8 @@ def test_manifest_variants_meet_the_rule(api_repository, name):
         assert variant.throughput_ratio >= MIN_SPEEDUP, "a variant that is not faster is not kept"
         assert variant.within_guard == guard.holds(manifest.metrics.model[headline], variant.metrics[headline])
         assert set(variant.metrics) >= {headline} and variant.parity.n > 0
+        assert variant.batch_invariant == (variant.parity.batch_max_abs_diff <= BATCH_TOLERANCE)
+        assert variant.serve_max_batch_size == (None if variant.batch_invariant else 1)
     eligible = [v for v in manifest.variants if v.within_guard]
     expected = max(eligible, key=lambda v: v.throughput_ratio).name if eligible else "fp32"
     assert manifest.served_variant == expected
@@ -63,3 +65,11 @@ def test_the_service_serves_the_chosen_variant_and_the_setting_overrides_it(api_
         models = {m["name"]: m for m in response.json()["models"]}
     assert models["sentiment-transformer"]["variant"] == other and models["sentiment-transformer"]["ready"]
     assert models["mnist-cnn"]["state"] == "failed" and "no variant 'no-such-variant'" in models["mnist-cnn"]["error"]
+
+
+def test_a_variant_that_is_not_batch_invariant_is_served_one_row_per_run(api_repository, client):
+    for model in client.get("/models").json()["models"]:
+        manifest = ModelManifest.load(api_repository / model["name"] / "1")
+        record = manifest.variant_record(model["variant"])
+        if record is not None and not record.batch_invariant:
+            assert model["batching"]["max_batch_size"] == 1

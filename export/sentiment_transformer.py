@@ -179,7 +179,8 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     typical = [text for text in test.texts if 15 <= len(task.tokenizer.encode(text).ids) <= 25]
     bench_texts = (typical or test.texts)[: DEFAULT_BATCHING[NAME].max_batch_size]
     fused = fused_transformer(num_heads=MINILM_HEADS, hidden_size=MINILM_HIDDEN)
-    calibration = [task.collate(task.decode(SentimentRequest(texts=train.texts[i : i + 32])).rows) for i in range(0, 320, 32)]
+    calibration = [task.collate(task.decode(SentimentRequest(texts=train.texts[i : i + 32])).rows)
+                   for i in range(0, min(320, len(train)), 32)]
     variants = build_variants(
         ctx.out_dir,
         ctx.model_path,

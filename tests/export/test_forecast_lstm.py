@@ -64,8 +64,12 @@ def test_training_windows_are_what_the_service_decodes(series):
         assert np.all(np.isnan(examples.targets[rows[-1], 1:]))  # targets stop where training data ends
 
 
-def test_the_build_key_covers_the_service_code():
-    assert "service/tasks/forecast.py" in BUILDER.sources and "models/series_data.py" in BUILDER.sources
+def test_the_build_key_covers_the_shared_scaling_code():
+    from export.build import module_closure
+
+    training = module_closure(BUILDER.train.__module__)
+    assert "service.preprocessing.series" in training and "models.series_data" in training
+    assert "service.tasks.forecast" in module_closure(BUILDER.export.__module__)
     assert hyperparameters(True) != hyperparameters(False)
     assert hyperparameters(False)["horizon_max"] >= 24
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from service.manifest import ModelManifest
@@ -46,6 +47,26 @@ def summary_table(repository: Path, names: list[str], outcomes: dict[str, str] |
     return "\n".join(lines)
 
 
+def _variants_markdown(m: ModelManifest) -> list[str]:
+    headline = next(iter(m.metrics.model))
+    lines = [
+        f"Variants (served: **{m.served_variant}**; rule: {m.guard}):",
+        "",
+        f"| variant | {headline} | rows/s vs fp32 | max abs diff vs fp32 | batch-invariant | served one row per run |",
+        "|---|---|---|---|---|---|",
+        f"| fp32 | {_fmt(m.metrics.model[headline])} | 1 | 0 | yes | no |",
+    ]
+    for v in m.variants:
+        lines.append(
+            f"| {v.name} | {_fmt(v.metrics[headline])} | {v.throughput_ratio:.2f}x (batch {v.serve_max_batch_size or v.batch_size} "
+            f"vs {v.batch_size}) | {v.parity.max_abs_diff:.1e} | {'yes' if v.batch_invariant else 'no'} | "
+            f"{'yes' if v.serve_max_batch_size == 1 else 'no'} |"
+        )
+    for name, why in m.rejected_variants.items():
+        lines.append(f"| {name} (not kept) | {why} | | | | |")
+    return lines
+
+
 def models_markdown(repository: Path) -> str:
     parts = []
     for m in load_manifests(repository):
@@ -61,6 +82,7 @@ def models_markdown(repository: Path) -> str:
         parity = f"max abs diff {m.parity.max_abs_diff:.1e} (tolerance {m.parity.tolerance:.0e}) on {m.parity.n:,} held-out inputs"
         if m.parity.argmax_agreement is not None:
             parity += f", argmax agreement {m.parity.argmax_agreement:.2%}"
+        variants = _variants_markdown(m)
         parts.append(
             "\n".join(
                 [
@@ -76,6 +98,8 @@ def models_markdown(repository: Path) -> str:
                     header,
                     rule,
                     *rows,
+                    "",
+                    *variants,
                 ]
             )
         )
@@ -87,7 +111,8 @@ def settings_markdown() -> str:
 
     rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = field.default.as_posix() if isinstance(field.default, Path) else field.default
+        default = field.get_default(call_default_factory=True)
+        default = default.as_posix() if isinstance(default, Path) else (json.dumps(default) if isinstance(default, dict) else default)
         rows.append(
             f"| `--{name.replace('_', '-')}` | `{ENV_PREFIX}{name.upper()}` | `{default}` | {field.description} |"
         )

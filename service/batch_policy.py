@@ -16,7 +16,7 @@ class BatchPolicy(BaseModel):
     )
 
 
-# Chosen with `make bench` on a 2-core CPU (bench/README.md): larger batches gained no throughput.
+# From the raw limits of `make bench` on a 2-core CPU (bench/README.md, "Batch sizes").
 DEFAULT_BATCHING = {
     "mnist-cnn": BatchPolicy(max_batch_size=32),
     "forecast-lstm": BatchPolicy(max_batch_size=64),

@@ -92,6 +92,13 @@ def write_markdown(report: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _finish(axis, title: str, ylabel: str, levels: list[int], no_minor_ticks) -> None:
+    axis.set(title=title, xlabel="concurrent clients", ylabel=ylabel, xscale="log", yscale="log")
+    axis.xaxis.set_minor_locator(no_minor_ticks)
+    axis.set_xticks(levels, [str(c) for c in levels])
+    axis.legend(fontsize=7)
+
+
 def write_plots(report: dict, stem: Path) -> None:
     import matplotlib
 
@@ -109,10 +116,7 @@ def write_plots(report: dict, stem: Path) -> None:
         limit = report["limits"][endpoint]
         best = max(v["rows_per_s"] for v in limit["by_batch"].values())
         axis.axhline(best, color="grey", linewidth=1, label=f"raw limit ({limit['variant']})")
-        axis.set(title=endpoint, xlabel="concurrent clients", ylabel="requests/s", xscale="log", yscale="log")
-        axis.xaxis.set_minor_locator(NullLocator())
-        axis.set_xticks(report["meta"]["concurrency"], [str(c) for c in report["meta"]["concurrency"]])
-        axis.legend(fontsize=8)
+        _finish(axis, endpoint, "requests/s", report["meta"]["concurrency"], NullLocator())
     figure.suptitle(f"Throughput, {report['meta']['cpu']} ({report['meta']['date'][:10]})", fontsize=10)
     figure.tight_layout()
     figure.savefig(f"{stem}-throughput.png", dpi=100)
@@ -126,10 +130,7 @@ def write_plots(report: dict, stem: Path) -> None:
             line = axis.plot(concurrency, [r["p50_ms"] for r in runs], styles[server], label=f"{server} p50")[0]
             axis.plot(concurrency, [r["p99_ms"] for r in runs], styles[server], color=line.get_color(), alpha=0.45,
                       label=f"{server} p99")
-        axis.set(title=endpoint, xlabel="concurrent clients", ylabel="latency (ms)", xscale="log", yscale="log")
-        axis.xaxis.set_minor_locator(NullLocator())
-        axis.set_xticks(report["meta"]["concurrency"], [str(c) for c in report["meta"]["concurrency"]])
-        axis.legend(fontsize=7)
+        _finish(axis, endpoint, "latency (ms)", report["meta"]["concurrency"], NullLocator())
     figure.suptitle(f"Latency p50 / p99, {report['meta']['cpu']} ({report['meta']['date'][:10]})", fontsize=10)
     figure.tight_layout()
     figure.savefig(f"{stem}-latency.png", dpi=100)

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.servers import stop
 from export.build import default_cache_dir
 from models.sentiment_data import cached_corpus_archive
 
@@ -114,12 +115,7 @@ def start_server(repository: Path, log: Path, *args: str, wait_ready: bool = Tru
             wait_for_health(server, 200)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=20)
 
 
 def wait_for_health(server: RunningServer, status: int, timeout: float = 120.0) -> httpx.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 
 from PIL import Image
 
@@ -39,7 +40,8 @@ def multipart(field: str, filename: str, data: bytes, mime: str) -> bytes:
     return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-def digit_pngs(count: int = 8) -> list[bytes]:
+@lru_cache(maxsize=None)
+def digit_pngs(count: int = 8) -> tuple[bytes, ...]:
     from models.mnist_data import load_digits
 
     data = load_digits(seed=20261128)
@@ -48,7 +50,7 @@ def digit_pngs(count: int = 8) -> list[bytes]:
         out = io.BytesIO()
         Image.fromarray(data.images[index]).save(out, format="PNG")
         pngs.append(out.getvalue())
-    return pngs
+    return tuple(pngs)
 
 
 def monthly_series() -> list[list[float]]:

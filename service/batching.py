@@ -82,9 +82,6 @@ class DynamicBatcher:
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._last_batch_rows = 0
-        self.batches = 0
-        self.rows = 0
-        self.largest_batch = 0
 
     @property
     def queued_rows(self) -> int:
@@ -226,8 +223,5 @@ class DynamicBatcher:
 
     def _record(self, batch: list[_Row], requests: int, queue_s: float, compute_s: float, failed: bool) -> None:
         self._last_batch_rows = len(batch)
-        self.batches += 1
-        self.rows += len(batch)
-        self.largest_batch = max(self.largest_batch, len(batch))
         if self.on_batch is not None:
             self.on_batch(BatchStats(len(batch), requests, queue_s, compute_s, failed))

@@ -19,6 +19,7 @@ import numpy as np
 
 from service.errors import InvalidInput, ServiceError
 from service.metrics import Metrics
+from service.protocol.v2 import DATATYPES
 from service.registry import ModelEntry, ModelRegistry
 from service.settings import Settings
 
@@ -164,9 +165,6 @@ class DataPlane:
             await batcher.stop()
 
 
-V2_DTYPES = {"FP32": np.float32, "BYTES": np.object_, "INT64": np.int64}
-
-
 def check_tensors(task, inputs: dict[str, np.ndarray]) -> None:
     """Names, datatypes and shapes against the task's declared V2 inputs (-1 matches any size)."""
     declared = {t.name: t for t in task.tensor_inputs}
@@ -174,7 +172,7 @@ def check_tensors(task, inputs: dict[str, np.ndarray]) -> None:
         raise InvalidInput(f"inputs {sorted(inputs)} do not match the model's {sorted(declared)}")
     for name, array in inputs.items():
         spec = declared[name]
-        if array.dtype != np.dtype(V2_DTYPES[spec.datatype]):
+        if array.dtype != np.dtype(DATATYPES[spec.datatype]):
             raise InvalidInput(f"input {name}: datatype must be {spec.datatype}")
         if array.ndim != len(spec.shape) or any(d != -1 and d != s for d, s in zip(spec.shape, array.shape)):
             raise InvalidInput(f"input {name}: shape {list(array.shape)} does not match {list(spec.shape)}")

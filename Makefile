@@ -12,18 +12,25 @@ help:
 	@echo "make serve   set up, build the models if missing or changed, serve on $(HOST):$(PORT)"
 	@echo "make test    set up, build the models if missing or changed, run the test suite"
 	@echo "make bench   the service vs the raw in-process limit vs a naive server (needs wrk), about 8 minutes"
-	@echo "make setup | make models | make readme | make clean"
+	@echo "make setup [ORT=cpu|gpu] | make models | make readme | make clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 
-# The stamp is refreshed whenever pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[train,test,bench]'
+# The ONNX Runtime build: `gpu` when nvidia-smi finds a GPU, else `cpu`; `make setup ORT=cpu` overrides.
+ORT ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+OTHER_ORT := $(if $(filter gpu,$(ORT)),onnxruntime,onnxruntime-gpu)
+
+# The stamp is refreshed whenever pyproject.toml changes or the build switches; the other build is removed
+# first, because both provide the same `onnxruntime` module.
+$(VENV)/.installed-$(ORT): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip uninstall -y -q $(OTHER_ORT)
+	rm -f $(VENV)/.installed-*
+	$(BIN)/python -m pip install -e '.[$(ORT),train,test,bench]'
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-$(ORT)
 
 # Trains only what changed (content hash); unchanged models come from the cache in ~/.cache/ortserve.
 models: setup

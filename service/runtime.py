@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,19 @@ def plan_providers(settings: Settings, available: list[str] | None = None) -> Pr
     return ProviderPlan([cpu], f"auto: {why}; using CPU")
 
 
+@cache
+def preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the nvidia-* wheels the gpu extra installs, once per process, before the first
+    CUDA session: without it the CUDA provider finds them only on the system library path, and falls back."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is None:
+        return
+    try:
+        preload()
+    except (OSError, RuntimeError) as exc:  # a missing library then shows up as a session that fell back
+        log.warning("could not preload the CUDA libraries: %s", exc)
+
+
 def session_options(settings: Settings, cpus: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -73,6 +87,8 @@ class OnnxModel:
     def __init__(self, path: Path, inputs: list[TensorSpec], plan: ProviderPlan, options: ort.SessionOptions):
         self.inputs = inputs
         names = [name for name, _ in plan.providers]
+        if CUDA in names:
+            preload_cuda_libraries()
         self.session = ort.InferenceSession(
             str(path), sess_options=options, providers=names, provider_options=[opts for _, opts in plan.providers]
         )
@@ -83,6 +99,9 @@ class OnnxModel:
             self.note = f"{CUDA} was requested but the session fell back to {', '.join(self.providers)}"
             log.warning("%s: %s", path, self.note)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # On CUDA, IO binding copies each input to the device once and each output back once; on CPU the
+        # plain run() already works on the arrays in place, so binding would only add overhead.
+        self.binds_io = self.providers[0] == CUDA
 
     @property
     def fell_back(self) -> bool:
@@ -112,7 +131,20 @@ class OnnxModel:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         self.check(feeds)
+        if self.binds_io:
+            return self.run_bound(feeds)
         return self.session.run(self.output_names, feeds)
+
+    def run_bound(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One run through IO binding: inputs bound from numpy, outputs bound to host memory. A binding per
+        run, because a binding is not safe to share between the threads that run one session."""
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
 
     def warm_up(self, max_batch_size: int = 1, max_sequence: int = 0) -> int:
         """Run every batch size the batcher can form (1..max_batch_size) and, for sequence inputs, lengths

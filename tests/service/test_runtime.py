@@ -10,7 +10,16 @@ from onnx import TensorProto, helper
 
 from service.errors import InvalidInput
 from service.manifest import TensorSpec
-from service.runtime import CPU, CUDA, OnnxModel, ProviderPlan, ProviderUnavailable, plan_providers, session_options
+from service.runtime import (
+    CPU,
+    CUDA,
+    OnnxModel,
+    ProviderPlan,
+    ProviderUnavailable,
+    plan_providers,
+    preload_cuda_libraries,
+    session_options,
+)
 from service.settings import Settings
 
 INPUTS = [TensorSpec(name="x", dtype="float32", shape=["batch", 3])]
@@ -27,6 +36,24 @@ def doubling_model(tmp_path_factory):
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     path = tmp_path_factory.mktemp("onnx") / "double.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_output_model(tmp_path_factory):
+    """doubled = x + x, squared = x * x: two outputs, so their order after a bound run is checked."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["doubled"]), helper.make_node("Mul", ["x", "x"], ["squared"])],
+        "two",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [
+            helper.make_tensor_value_info("doubled", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("squared", TensorProto.FLOAT, ["batch", 3]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path_factory.mktemp("onnx") / "two.onnx"
     onnx.save(model, path)
     return path
 
@@ -71,9 +98,31 @@ def test_session_gets_the_requested_options(doubling_model):
 def test_cuda_session_that_falls_back_is_detected(doubling_model):
     """Asking a CPU-only onnxruntime for CUDA silently gives CPU: we must notice and say so."""
     plan = ProviderPlan([(CUDA, {"device_id": "0"}), (CPU, {})], "CUDA available")
+    preload_cuda_libraries.cache_clear()
     model = OnnxModel(doubling_model, INPUTS, plan, session_options(Settings(), cpus=1))
     assert model.providers == [CPU]
     assert model.fell_back and "fell back" in model.note
+    assert preload_cuda_libraries.cache_info().currsize == 1, "a CUDA plan preloads the CUDA libraries first"
+    assert not model.binds_io, "a session that fell back to CPU runs without IO binding"
+
+
+def test_cpu_session_neither_preloads_cuda_nor_binds_io(doubling_model):
+    preload_cuda_libraries.cache_clear()
+    model = OnnxModel(doubling_model, INPUTS, ProviderPlan([(CPU, {})], ""), session_options(Settings(), cpus=1))
+    assert preload_cuda_libraries.cache_info().currsize == 0
+    assert not model.binds_io
+
+
+def test_bound_run_gives_the_plain_run_outputs_in_order(two_output_model):
+    """The IO-binding path (taken on CUDA) exercised on CPU, where binding works the same way."""
+    model = OnnxModel(two_output_model, INPUTS, ProviderPlan([(CPU, {})], ""), session_options(Settings(), cpus=1))
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    doubled, squared = model.run_bound({"x": x})
+    np.testing.assert_array_equal(doubled, 2 * x)
+    np.testing.assert_array_equal(squared, x * x)
+    strided = np.arange(24, dtype=np.float32).reshape(4, 6)[:, ::2]  # not contiguous, as a batch slice may be
+    for bound, plain in zip(model.run_bound({"x": strided}), model.run({"x": strided})):
+        np.testing.assert_array_equal(bound, plain)
 
 
 def test_run_and_input_checks(doubling_model):

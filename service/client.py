@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 SERVER_ERROR, USAGE, UNREACHABLE, TIMED_OUT = 1, 2, 3, 4
-MAX_TEXTS_PER_REQUEST = 64  # the server's limit for one /sentiment request
+TEXTS_PER_REQUEST = 64  # the server's default limit for one /sentiment request (its --max-texts)
 TEXT_COLUMN_WIDTH = 60
 
 
@@ -39,8 +39,8 @@ class ClientError(Exception):
 class Server:
     """The HTTP side: one request, its JSON answer, and failures turned into ClientError."""
 
-    def __init__(self, url: str, timeout: float):
-        self.url, self.timeout = url.rstrip("/"), timeout
+    def __init__(self, url: str, timeout: float, api_key: str | None = None):
+        self.url, self.timeout, self.api_key = url.rstrip("/"), timeout, api_key
 
     def get(self, path: str) -> tuple[int, dict]:
         return self._send(urllib.request.Request(self.url + path, method="GET"))
@@ -75,6 +75,8 @@ class Server:
 
     def _send(self, request: urllib.request.Request) -> tuple[int, dict]:
         request.add_header("Accept", "application/json")
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, self._json(response.status, response.read())
@@ -121,7 +123,8 @@ def error_message(status: int, body: dict) -> str:
     error = body.get("error")
     if isinstance(error, dict):
         code = f" {error['code']}" if error.get("code") else ""
-        return f"{error.get('message', 'no message')} ({status}{code})"
+        hint = "; give a key with ORTSERVE_API_KEY or --api-key" if status == 401 else ""
+        return f"{error.get('message', 'no message')} ({status}{code}){hint}"
     if isinstance(error, str):
         return f"{error} ({status})"
     return f"the server answered {status}"
@@ -190,23 +193,25 @@ def sentiment(server: Server, args: argparse.Namespace) -> int:
     if not texts:
         raise ClientError("no text to score: give texts as arguments or one per line on stdin", USAGE)
     rows = []
-    for start in range(0, len(texts), MAX_TEXTS_PER_REQUEST):
-        chunk = texts[start : start + MAX_TEXTS_PER_REQUEST]
-        body = check(*server.post_json("/sentiment", {"texts": chunk}))
-        if args.json:
-            emit_json(body)
-            continue
-        for text, result in zip(chunk, body["results"]):
-            scores = result["scores"]
-            shown = shorten(text) + (" [truncated]" if result["truncated"] else "")
-            rows.append(
-                [result["label"], f"{result['score']:.3f}"]
-                + [f"{scores[label]:.3f}" for label in ("negative", "neutral", "positive")]
-                + [shown]
-            )
-    if rows:
-        headers = ["label", "score", "negative", "neutral", "positive", "text"]
-        print(table(headers, rows, right=[False, True, True, True, True, False]))
+    try:
+        for start in range(0, len(texts), args.batch):
+            chunk = texts[start : start + args.batch]
+            body = check(*server.post_json("/sentiment", {"texts": chunk}))
+            if args.json:
+                emit_json(body)
+                continue
+            for text, result in zip(chunk, body["results"]):
+                scores = result["scores"]
+                shown = shorten(text) + (" [truncated]" if result["truncated"] else "")
+                rows.append(
+                    [result["label"], f"{result['score']:.3f}"]
+                    + [f"{scores[label]:.3f}" for label in ("negative", "neutral", "positive")]
+                    + [shown]
+                )
+    finally:  # what was answered before a later request failed is still shown
+        if rows:
+            headers = ["label", "score", "negative", "neutral", "positive", "text"]
+            print(table(headers, rows, right=[False, True, True, True, True, False]))
     return 0
 
 
@@ -299,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"the server (default: $ORTSERVE_URL or {DEFAULT_URL})",
         )
         parser.add_argument(
+            "--api-key",
+            default=default(os.environ.get("ORTSERVE_API_KEY")),
+            help="sent as 'Authorization: Bearer <key>' (default: $ORTSERVE_API_KEY, which other users cannot see)",
+        )
+        parser.add_argument(
             "--json", action="store_true", default=default(False), help="print the server's JSON answers, one per line"
         )
         parser.add_argument(
@@ -327,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("sentiment", "score the sentiment of texts (POST /sentiment)")
     sub.add_argument("texts", nargs="*", metavar="TEXT", help="texts to score; none or - reads one text per line from stdin")
+    sub.add_argument(
+        "--batch",
+        type=positive_int,
+        default=TEXTS_PER_REQUEST,
+        help=f"texts per request (default {TEXTS_PER_REQUEST}, the server's default --max-texts)",
+    )
     sub.set_defaults(run=sentiment)
 
     sub = command("forecast", "forecast the next values of a series (POST /predict-sequence)")
@@ -347,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(Server(args.url, args.timeout), args)
+        return args.run(Server(args.url, args.timeout, args.api_key), args)
     except ClientError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code

@@ -27,7 +27,7 @@ SERVER_ERROR, USAGE, UNREACHABLE, TIMED_OUT = 1, 2, 3, 4
 
 
 def run_client(*args: str, url: str | None = None, stdin: str = "", env: dict | None = None, timeout: float = 60):
-    environment = {k: v for k, v in os.environ.items() if k != "ORTSERVE_URL"}
+    environment = {k: v for k, v in os.environ.items() if k not in ("ORTSERVE_URL", "ORTSERVE_API_KEY")}
     command = [sys.executable, "-m", "service.client", *(["--url", url] if url else []), *args]
     return subprocess.run(
         command, cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=timeout, env={**environment, **(env or {})}
@@ -131,6 +131,8 @@ def test_sentiment_sends_more_than_one_request_when_the_server_limit_needs_it(se
     assert [len(answer["results"]) for answer in answers] == [64, 6]
     table = run_client("sentiment", url=server.url, stdin="\n".join(texts))
     assert len(table_rows(table.stdout)) == 70
+    smaller = run_client("--json", "sentiment", "--batch", "30", url=server.url, stdin="\n".join(texts))
+    assert [len(answer["results"]) for answer in json_lines(smaller.stdout)] == [30, 30, 10]
 
 
 def test_sentiment_with_nothing_to_score_is_a_usage_error(server):
@@ -212,6 +214,20 @@ def test_a_degraded_server_is_shown_and_exits_non_zero(api_repository, tmp_path)
         assert states["forecast-lstm"][2] == "failed" and "sha256" in states["forecast-lstm"][-1]
         refused = run_client("forecast", *map(str, AIRLINE), url=degraded.url)
         assert refused.returncode == SERVER_ERROR and "(503 model_not_ready)" in refused.stderr
+
+
+def test_api_key_from_the_environment_or_the_flag(api_repository, tmp_path):
+    with start_server(api_repository, tmp_path / "log", env={"ORTSERVE_API_KEYS": '["client-test-key"]'}) as keyed:
+        missing_key = run_client("classify", str(DIGIT_7), url=keyed.url)
+        assert missing_key.returncode == SERVER_ERROR
+        assert "(401 unauthorized)" in missing_key.stderr and "ORTSERVE_API_KEY" in missing_key.stderr
+        wrong_key = run_client("classify", str(DIGIT_7), "--api-key", "not-the-key", url=keyed.url)
+        assert wrong_key.returncode == SERVER_ERROR and "(403 forbidden)" in wrong_key.stderr
+        assert "not-the-key" not in wrong_key.stderr
+        from_environment = run_client("classify", str(DIGIT_7), url=keyed.url, env={"ORTSERVE_API_KEY": "client-test-key"})
+        assert from_environment.returncode == 0, from_environment.stderr
+        from_flag = run_client("sentiment", POSITIVE, "--api-key", "client-test-key", url=keyed.url)
+        assert from_flag.returncode == 0, from_flag.stderr
 
 
 # --- the server cannot be reached, or does not answer -----------------------------------------------------

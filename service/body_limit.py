@@ -6,16 +6,19 @@ import json
 
 from service.errors import error_body
 
+V2_PREFIX = "/v2/"
+
 
 class BodySizeLimit:
     def __init__(self, app, max_bytes: int):
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send) -> None:
-        body = json.dumps(
-            error_body("payload_too_large", f"request body exceeds {self.max_bytes:,} bytes")
-        ).encode()
+    async def _reject(self, scope, send) -> None:
+        message = f"request body exceeds {self.max_bytes:,} bytes"
+        # The Open Inference Protocol's clients read {"error": "message"}.
+        shape = {"error": message} if scope["path"].startswith(V2_PREFIX) else error_body("payload_too_large", message)
+        body = json.dumps(shape).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -30,7 +33,7 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(send)
+            return await self._reject(scope, send)
 
         received = 0
         exceeded = False
@@ -52,7 +55,7 @@ class BodySizeLimit:
                 # The app saw a truncated body; whatever it answers, the client gets 413.
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._reject(send)
+                    await self._reject(scope, send)
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -63,4 +66,4 @@ class BodySizeLimit:
             if not exceeded:
                 raise
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)

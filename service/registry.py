@@ -100,7 +100,9 @@ class ModelRegistry:
             if digest != expected:
                 raise ValueError(f"{model_path} sha256 {digest[:12]}... does not match the manifest's {expected[:12]}...")
             model = OnnxModel(model_path, manifest.inputs, self.plan, session_options(self.settings, self.cpus))
-            task = task_class(manifest.task)(manifest.preprocessing, manifest.labels, entry.version_dir)
+            task = task_class(manifest.task)(
+                manifest.preprocessing, manifest.labels, entry.version_dir, limits=self.settings.input_limits()
+            )
             policy = self.settings.batch_policy(entry.name)
             record = manifest.variant_record(variant)
             if record and record.serve_max_batch_size and entry.name not in self.settings.batching:

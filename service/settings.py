@@ -9,6 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.batch_policy import DEFAULT_BATCHING, FALLBACK_BATCHING, BatchPolicy
+from service.limits import DEFAULT_LIMITS, InputLimits
 
 ENV_PREFIX = "ORTSERVE_"
 
@@ -58,6 +59,22 @@ class Settings(BaseSettings):
     )
 
     max_request_mb: float = Field(8.0, gt=0, description="largest request body accepted (413 beyond)")
+    max_image_pixels: int = Field(
+        DEFAULT_LIMITS.image_pixels, ge=1, description="largest image (width x height) decoded; 413 beyond, refused before decoding"
+    )
+    max_texts: int = Field(DEFAULT_LIMITS.texts, ge=1, description="texts in one sentiment request (422 beyond)")
+    max_text_chars: int = Field(DEFAULT_LIMITS.text_chars, ge=1, description="characters in one text (422 beyond)")
+    max_series_length: int = Field(
+        DEFAULT_LIMITS.series_length, ge=1, description="values in one forecast series (422 beyond)"
+    )
+
+    def input_limits(self) -> InputLimits:
+        return InputLimits(
+            image_pixels=self.max_image_pixels,
+            texts=self.max_texts,
+            text_chars=self.max_text_chars,
+            series_length=self.max_series_length,
+        )
 
     def batch_policy(self, model: str) -> BatchPolicy:
         return self.batching.get(model) or DEFAULT_BATCHING.get(model, FALLBACK_BATCHING)

@@ -10,6 +10,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 from pydantic import BaseModel
 
+from service.limits import DEFAULT_LIMITS, InputLimits
+
 
 
 @dataclass
@@ -39,10 +41,12 @@ class Task(ABC):
     # Decode on the bounded decode pool (e.g. image decompression) instead of on the event loop.
     blocking_decode: ClassVar[bool] = False
 
-    def __init__(self, preprocessing: Any, labels: Sequence[str], version_dir: Path):
-        """The manifest's preprocessing and labels; version_dir holds any asset file (a tokenizer)."""
+    def __init__(self, preprocessing: Any, labels: Sequence[str], version_dir: Path, *, limits: InputLimits = DEFAULT_LIMITS):
+        """The manifest's preprocessing and labels; version_dir holds any asset file (a tokenizer);
+        limits: what one request may ask (the service's settings), enforced in decode."""
         self.preprocessing = preprocessing
         self.labels = list(labels)
+        self.limits = limits
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

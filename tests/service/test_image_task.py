@@ -12,7 +12,8 @@ from models.mnist_data import load_digits
 from service.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.manifest import ImagePreprocessing
 from service.preprocessing.image import BlankImage, digit_to_mnist, to_grayscale
-from service.tasks.image import ImageRequest, ImageTask, open_image
+from service.limits import InputLimits
+from service.tasks.image import WORKING_PIXELS, ImageRequest, ImageTask, grayscale_of, open_image, working_image
 
 SPEC = ImagePreprocessing(mean=0.1, std=0.3)
 
@@ -96,3 +97,61 @@ def test_refusals():
         open_image(bytes_of(Image.new("1", (7000, 7000))))
     with pytest.raises(BlankImage):
         digit_to_mnist(np.full((30, 30), 128, np.float32))
+
+
+# --- limits, odd formats and large images ---------------------------------------------------------
+
+
+def canvas_with(digit: np.ndarray, size: tuple[int, int], mode: str = "L") -> Image.Image:
+    """The digit, black on white, scaled to fill most of a canvas of `size`."""
+    side = min(size) * 3 // 4
+    ink = Image.fromarray(255 - digit).resize((side, side), Image.Resampling.BICUBIC)
+    canvas = Image.new("L", size, 255)
+    canvas.paste(ink, ((size[0] - side) // 2, (size[1] - side) // 2))
+    return canvas.convert(mode)
+
+
+def test_the_configured_pixel_limit_is_checked_before_decoding():
+    task = ImageTask(SPEC, [str(d) for d in range(10)], version_dir=None, limits=InputLimits(image_pixels=100))
+    with pytest.raises(PayloadTooLarge, match="11x10 = 110 pixels; at most 100"):
+        task.decode(ImageRequest(data=bytes_of(Image.new("L", (11, 10), 255))))
+    with pytest.raises(InvalidInput):  # within the limit: decoded, and blank
+        task.decode(ImageRequest(data=bytes_of(Image.new("L", (10, 10), 255))))
+
+
+def test_sixteen_bit_grayscale_reads_as_its_eight_bit_self(digits):
+    eight = Image.fromarray(255 - digits[4])
+    sixteen = Image.fromarray((np.asarray(eight, dtype=np.uint16) * 257).astype(np.uint16))
+    assert sixteen.mode == "I;16"
+    reference = digit_to_mnist(to_grayscale(eight))
+    assert shift_tolerant_difference(digit_to_mnist(grayscale_of(open_image(bytes_of(sixteen)))), reference) < 0.01
+
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("TIFF", "L"), ("PNG", "1")])
+def test_large_images_are_shrunk_before_the_float_arrays_and_read_the_same(digits, fmt, mode):
+    small = canvas_with(digits[6], (300, 200))
+    large = canvas_with(digits[6], (4800, 3200), mode)
+    opened = open_image(bytes_of(large, fmt))
+    if fmt == "JPEG":
+        assert opened.size == (2400, 1600)  # decoded at half scale
+    assert working_image(opened).width * working_image(opened).height <= WORKING_PIXELS
+    reference = digit_to_mnist(to_grayscale(small))
+    assert shift_tolerant_difference(digit_to_mnist(grayscale_of(opened)), reference) < 0.06
+
+
+def test_only_the_first_frame_is_read(digits):
+    first, second = Image.fromarray(255 - digits[1]), Image.fromarray(255 - digits[8])
+    out = io.BytesIO()
+    first.save(out, format="GIF", save_all=True, append_images=[second], duration=50)
+    image = open_image(out.getvalue())
+    assert image.n_frames == 2 and image.tell() == 0
+    reference = digit_to_mnist(to_grayscale(first))
+    assert shift_tolerant_difference(digit_to_mnist(grayscale_of(image)), reference) < 0.01
+
+
+def test_a_corrupt_exif_block_is_read_around(digits):
+    image = Image.fromarray(255 - digits[2]).convert("RGB")
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=95, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + b"\x01" * 60_000)
+    gray = grayscale_of(open_image(out.getvalue()))
+    assert gray.shape == (28, 28)

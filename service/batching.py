@@ -14,6 +14,7 @@ The batcher knows nothing about images or text: `run` turns a list of rows into 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections import deque
@@ -82,14 +83,22 @@ class DynamicBatcher:
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
         self._last_batch_rows = 0
+        self._retired = False
 
     @property
     def queued_rows(self) -> int:
         return len(self._queue)
 
+    def retire(self) -> None:
+        """The session was replaced or unloaded: finish what is queued, then let the worker end."""
+        self._retired = True
+        self._arrived.set()
+
     def start(self) -> None:
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.name}")
+            # In a fresh context: the worker serves every request, so it must not carry the first one's log id.
+            loop = asyncio.get_running_loop()
+            self._worker = contextvars.Context().run(loop.create_task, self._work(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -119,7 +128,12 @@ class DynamicBatcher:
         now = time.monotonic()
         self._queue.extend(_Row(request, i, row, self.row_length(row), now) for i, row in enumerate(rows))
         self._arrived.set()
-        parts = await request.future
+        try:
+            parts = await request.future
+        except asyncio.CancelledError:
+            # The caller gave up (deadline, disconnect): its rows leave the queue and free their places.
+            self._queue = deque(item for item in self._queue if item.request is not request)
+            raise
         return [np.stack([part[k] for part in parts]) for k in range(len(parts[0]))]
 
     # --- the worker -----------------------------------------------------------------------------
@@ -128,6 +142,9 @@ class DynamicBatcher:
         while True:
             self._arrived.clear()
             if not self._queue:
+                if self._retired:  # a late submit to a retired batcher starts the worker again
+                    self._worker = None
+                    return
                 await self._arrived.wait()
                 continue
             if self.max_queue_delay_s and self._last_batch_rows > 1:

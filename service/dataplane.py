@@ -7,6 +7,7 @@ Routers parse HTTP and call ``DataPlane.infer``; the dataplane knows nothing abo
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import Counter
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -14,10 +15,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from service.batching import BatchStats, DynamicBatcher
 import numpy as np
 
-from service.errors import InvalidInput, ServiceError
+from service.batching import BatchStats, DynamicBatcher
+from service.errors import DeadlineExceeded, InvalidInput, ServiceError
+from service.faults import FaultInjector
 from service.metrics import Metrics
 from service.protocol.v2 import DATATYPES
 from service.registry import ModelEntry, ModelRegistry
@@ -65,12 +67,14 @@ class DataPlane:
         self.run_pool = run_pool
         self.decode_pool = decode_pool
         self.run_slots = asyncio.Semaphore(settings.inference_workers)
-        self._batchers: dict[tuple[str, str], DynamicBatcher] = {}
+        self.faults = FaultInjector.from_environment()
+        self._batchers: weakref.WeakSet[DynamicBatcher] = weakref.WeakSet()  # to stop them on shutdown
         self.stats: dict[tuple[str, str], ModelStats] = {}
 
     def batcher(self, entry: ModelEntry) -> DynamicBatcher:
+        """The entry's batcher: one per loaded session, so a reloaded model gets a fresh one."""
         key = (entry.name, entry.version)
-        batcher = self._batchers.get(key)
+        batcher = entry.batcher
         if batcher is None:
             model, task = entry.model, entry.task
             policy = entry.policy or self.settings.batch_policy(entry.name)
@@ -85,9 +89,13 @@ class DataPlane:
                 self.metrics.queue_seconds.labels(*labels).observe(batch.queue_s)
                 self.metrics.compute_seconds.labels(*labels).observe(batch.compute_s)
 
-            batcher = self._batchers[key] = DynamicBatcher(
+            def run(rows):
+                self.faults.check(entry.name, "run")
+                return model.run(task.collate(rows))
+
+            batcher = entry.batcher = DynamicBatcher(
                 f"{entry.name}/{entry.version}",
-                lambda rows: model.run(task.collate(rows)),
+                run,
                 executor=self.run_pool,
                 run_slots=self.run_slots,
                 max_batch_size=policy.max_batch_size,
@@ -96,44 +104,61 @@ class DataPlane:
                 row_length=task.row_length,
                 on_batch=on_batch,
             )
+            self._batchers.add(batcher)
         return batcher
+
+    @staticmethod
+    def retire(entries: list[ModelEntry]) -> None:
+        """Replaced or unloaded versions: their queued requests finish on the old session, then it is let go."""
+        for entry in entries:
+            if entry.batcher is not None:
+                entry.batcher.retire()
 
     async def infer(self, model: str, request: BaseModel, version: str | None = None) -> BaseModel:
         """A task request for a model -> its task response; ServiceErrors carry their status."""
         entry = self.registry.get(model, version)
-        stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
-        stats.requests += 1
-        try:
+
+        async def run() -> BaseModel:
             decoded = await self.decode(entry, request)
             outputs = await self.batcher(entry).submit(decoded.rows)
-            response = entry.task.encode(outputs, decoded, entry.name, entry.version)
-        except ServiceError as exc:
-            self._failed(entry, stats, exc)
-            raise
-        self.metrics.inference_success.labels(entry.name, entry.version, entry.variant or "fp32").inc()
-        return response
+            self.faults.check(entry.name, "encode")
+            return entry.task.encode(outputs, decoded, entry.name, entry.version)
+
+        return await self._accounted(entry, run())
 
     async def infer_tensors(
         self, model: str, version: str | None, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
     ) -> tuple[ModelEntry, dict[str, np.ndarray]]:
         """Named input tensors (the Open Inference Protocol view) -> the entry that ran and its output tensors."""
         entry = self.registry.get(model, version)
-        stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
-        stats.requests += 1
         task = entry.task
-        try:
+
+        async def run() -> dict[str, np.ndarray]:
             check_tensors(task, inputs)
             decoded = task.decode_tensors(inputs, parameters)
             if not decoded.rows:
                 raise InvalidInput("the batch dimension is 0: nothing to infer")
             entry.model.check(task.collate(decoded.rows))
             outputs = await self.batcher(entry).submit(decoded.rows)
-            tensors = task.encode_tensors(outputs, decoded)
+            return task.encode_tensors(outputs, decoded)
+
+        return entry, await self._accounted(entry, run())
+
+    async def _accounted(self, entry: ModelEntry, work):
+        """Run one request's work within its deadline, counting its success or failure."""
+        stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
+        stats.requests += 1
+        timeout = self.settings.request_timeout_s
+        try:
+            try:
+                result = await asyncio.wait_for(work, timeout)
+            except asyncio.TimeoutError:
+                raise DeadlineExceeded(f"no answer within the {timeout:g} s deadline; the request was dropped") from None
         except ServiceError as exc:
             self._failed(entry, stats, exc)
             raise
         self.metrics.inference_success.labels(entry.name, entry.version, entry.variant or "fp32").inc()
-        return entry, tensors
+        return result
 
     def _failed(self, entry: ModelEntry, stats: ModelStats, exc: ServiceError) -> None:
         if exc.status >= 500:
@@ -156,12 +181,12 @@ class DataPlane:
         return {
             "max_batch_size": policy.max_batch_size,
             "max_queue_delay_ms": policy.max_queue_delay_ms,
-            "queued_rows": batcher.queued_rows if (batcher := self._batchers.get((entry.name, entry.version))) else 0,
+            "queued_rows": entry.batcher.queued_rows if entry.batcher else 0,
             **stats.summary(),
         }
 
     async def close(self) -> None:
-        for batcher in self._batchers.values():
+        for batcher in list(self._batchers):
             await batcher.stop()
 
 

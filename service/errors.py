@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
+from service.logs import new_id
+
+log = logging.getLogger("service.errors")
+
 
 class ServiceError(Exception):
     status: int = 500
@@ -33,6 +40,12 @@ class InvalidInput(ServiceError):
     status, code = 422, "invalid_input"
 
 
+class ModelLoadFailed(ServiceError):
+    """A model-control load found a version it cannot serve; what served before serves on."""
+
+    status, code = 400, "model_load_failed"
+
+
 class ModelNotReady(ServiceError):
     status, code = 503, "model_not_ready"
 
@@ -47,28 +60,80 @@ class InferenceFailed(ServiceError):
     status, code = 500, "inference_failed"
 
 
-def error_body(code: str, message: str, details: list[dict] | None = None) -> dict:
+class DeadlineExceeded(ServiceError):
+    """The request's deadline (request_timeout_s) passed before its answer was ready; its rows were dropped."""
+
+    status, code = 504, "deadline_exceeded"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
+
+def error_body(code: str, message: str, details: list[dict] | None = None, error_id: str | None = None) -> dict:
     error: dict = {"code": code, "message": message}
     if details:
         error["details"] = details
+    if error_id:
+        error["error_id"] = error_id
     return {"error": error}
+
+
+def log_server_error(log, method: str, path: str, status: int, message: str, exc_info=None) -> str:
+    """Log a 5xx with a fresh error id; the client gets the same id to quote."""
+    error_id = new_id()
+    log.error("%s %s -> %s [error_id %s]: %s", method, path, status, error_id, message, exc_info=exc_info)
+    return error_id
+
+
+class ServerErrors:
+    """ASGI middleware: an unexpected exception becomes a 500 in the error shape, with an error id, and is
+    not re-raised, so the server keeps the client's connection open for its next request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if started:
+                raise
+            error_id = log_server_error(log, scope.get("method", ""), scope.get("path", ""), 500,
+                                        f"{type(exc).__name__}: {exc}", exc_info=exc)
+            body = json.dumps(error_body("internal_error", "internal server error", error_id=error_id)).encode()
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
 
 
 def install_error_handlers(app) -> None:
     """Every error leaves the service as {"error": {"code", "message"}} with the right status."""
-    import logging
-
     from fastapi import Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
 
-    log = logging.getLogger("service.errors")
-
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        if exc.status >= 500:
-            log.error("%s %s -> %s: %s", request.method, request.url.path, exc.status, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers or None)
+        error_id = None
+        if exc.status == 500:  # a fault of ours; 503 and 504 are load, counted by the metrics
+            error_id = log_server_error(log, request.method, request.url.path, exc.status, exc.message)
+        body = error_body(exc.code, exc.message, error_id=error_id)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers or None)
 
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -86,11 +151,7 @@ def install_error_handlers(app) -> None:
         code = codes.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
-
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)
+    app.add_middleware(ServerErrors)  # first added = innermost: it sees what the handlers above did not

@@ -61,7 +61,7 @@ class RequestMetrics:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 499}  # no answer sent: the client went away first (nginx's "client closed request")
 
         async def observe_send(message):
             if message["type"] == "http.response.start":

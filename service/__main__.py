@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import sys
+import threading
 
 import uvicorn
 
 from service.app import create_app
+from service.auth import KeyFileError, read_keys
+from service.logs import configure_logging
 from service.registry import ModelRegistry, RepositoryError
 from service.runtime import ProviderUnavailable, plan_providers
 from service.settings import Settings
@@ -17,16 +19,37 @@ def preflight(settings: Settings) -> str | None:
     """The start-up checks of the lifespan, run first so that a user's mistake reads as one line."""
     try:
         ModelRegistry(settings, plan_providers(settings), cpus=1)
-    except (ProviderUnavailable, RepositoryError) as exc:
+        read_keys(settings.api_keys, settings.api_keys_file)
+        read_keys(settings.admin_keys, settings.admin_keys_file)
+    except (ProviderUnavailable, RepositoryError, KeyFileError) as exc:
         return str(exc)
     return None
 
 
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM or SIGINT readiness turns 503 at once, while requests are still taken for `unready_s`
+    (load balancers stop sending meanwhile, and requests already on the wire are read); then uvicorn stops
+    accepting connections, lets every accepted request finish (up to `drain_s`) and runs the lifespan
+    shutdown. A second signal skips the wait."""
+
+    def __init__(self, config: uvicorn.Config, unready_s: float):
+        super().__init__(config)
+        self.unready_s = unready_s
+        self.draining = False
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.draining or self.unready_s <= 0:
+            return super().handle_exit(sig, frame)
+        self.draining = True
+        self.config.app.state.draining = True
+        timer = threading.Timer(self.unready_s, super().handle_exit, (sig, frame))
+        timer.daemon = True
+        timer.start()
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     problem = preflight(settings)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -38,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         log_level=settings.log_level,
         http=settings.http,
         loop=settings.loop,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.drain_s,
+        log_config=None,  # configure_logging: text or JSON lines, with request ids
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, settings.unready_s)
     server.run()
     # uvicorn returns when start-up failed (the lifespan raised): say so with a non-zero exit.
     return 0 if server.started else 1

@@ -11,13 +11,17 @@ from contextlib import asynccontextmanager
 
 import swagger_ui_bundle
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.staticfiles import StaticFiles
 
+from service.auth import ApiKeys, read_keys
 from service.body_limit import BodySizeLimit
+from service.cancellation import CancelOnDisconnect
 from service.cpus import physical_cores
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
+from service.logs import RequestContext
 from service.metrics import Metrics, RequestMetrics
 from service.registry import ModelRegistry
 from service.routes import demo, health, typed, v2
@@ -46,8 +50,15 @@ def create_app(settings: Settings) -> FastAPI:
         run_pool = ThreadPoolExecutor(settings.inference_workers, thread_name_prefix="inference")
         decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         app.state.dataplane = DataPlane(registry, settings, run_pool, decode_pool, metrics)
+        app.state.control_lock = asyncio.Lock()  # one model-control operation at a time
+        app.state.draining = False  # set on SIGTERM (service/__main__.py): readiness answers 503 from then on
         # Load in the background: the server answers /health (503 "loading") while models warm up.
         loading = asyncio.create_task(asyncio.to_thread(load_models, registry))
+        if settings.strict:
+            await loading
+            failed = [f"{e.name}/{e.version}: {e.error}" for e in registry.entries.values() if e.state == "failed"]
+            if failed:
+                raise RuntimeError("strict: a model failed to load: " + "; ".join(failed))
         try:
             yield
         finally:
@@ -65,9 +76,26 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     metrics = app.state.metrics = Metrics()
+    # Middleware, innermost first: errors -> body limit -> disconnects -> keys -> metrics -> CORS -> request id.
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_request_mb * 1024 * 1024))
+    app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(
+        ApiKeys,
+        inference_keys=read_keys(settings.api_keys, settings.api_keys_file),
+        admin_keys=read_keys(settings.admin_keys, settings.admin_keys_file),
+        protect_health=settings.protect_health,
+    )
     app.add_middleware(RequestMetrics, metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id", "inference-header-content-length"],
+            expose_headers=["x-request-id", "retry-after", "inference-header-content-length"],
+        )
+    app.add_middleware(RequestContext)
     app.include_router(typed.router)
     app.include_router(health.router)
     app.include_router(v2.router)

@@ -6,9 +6,9 @@ import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from service.errors import ModelNotFound, ModelNotReady
+from service.errors import ModelLoadFailed, ModelNotFound, ModelNotReady
 from service.manifest import MANIFEST_FILE, ModelManifest, sha256_of
 from service.runtime import OnnxModel, ProviderPlan, session_options
 from service.batch_policy import BatchPolicy
@@ -23,7 +23,7 @@ TASK_CLASSES = {
     "text-sentiment": "service.tasks.sentiment:SentimentTask",
 }
 
-State = Literal["loading", "ready", "failed"]
+State = Literal["loading", "ready", "failed", "unloaded"]
 
 
 class RepositoryError(RuntimeError):
@@ -51,6 +51,7 @@ class ModelEntry:
     task: Task | None = None
     variant: str | None = None  # which model file is served (see ModelManifest.variants)
     policy: BatchPolicy | None = None  # batching as served (a batch-variant variant runs one row at a time)
+    batcher: Any = None  # the dataplane's DynamicBatcher for this loaded session, made on first use
 
     @property
     def ready(self) -> bool:
@@ -69,19 +70,60 @@ class ModelRegistry:
         root = self.settings.model_repository
         if not root.is_dir():
             raise RepositoryError(f"model repository {root} does not exist: build it with `make models`")
-        for manifest in sorted(root.glob(f"*/*/{MANIFEST_FILE}")):
-            version_dir = manifest.parent
-            if version_dir.name.isdigit():
-                key = (version_dir.parent.name, version_dir.name)
-                entry = self.entries[key] = ModelEntry(name=key[0], version=key[1], version_dir=version_dir)
-                try:
-                    entry.manifest = ModelManifest.load(version_dir)
-                    if (entry.manifest.name, entry.manifest.version) != key:
-                        raise ValueError(f"manifest names {entry.manifest.name}/{entry.manifest.version}")
-                except (OSError, ValueError) as exc:
-                    self._fail(entry, exc)
+        for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for entry in self.scan(model_dir.name):
+                self.entries[(entry.name, entry.version)] = entry
         if not self.entries:
             raise RepositoryError(f"model repository {root} has no <model>/<version>/{MANIFEST_FILE}: run `make models`")
+
+    def scan(self, name: str) -> list[ModelEntry]:
+        """Fresh entries for the versions of one model found on disk (manifests read, nothing loaded)."""
+        found = []
+        for manifest in sorted((self.settings.model_repository / name).glob(f"*/{MANIFEST_FILE}")):
+            version_dir = manifest.parent
+            if not version_dir.name.isdigit():
+                continue
+            entry = ModelEntry(name=name, version=version_dir.name, version_dir=version_dir)
+            try:
+                entry.manifest = ModelManifest.load(version_dir)
+                if (entry.manifest.name, entry.manifest.version) != (name, entry.version):
+                    raise ValueError(f"manifest names {entry.manifest.name}/{entry.manifest.version}")
+            except (OSError, ValueError) as exc:
+                self._fail(entry, exc)
+            found.append(entry)
+        return found
+
+    # --- model control: load (or reload) and unload one model while the others serve ------------------
+
+    def prepare(self, name: str) -> list[ModelEntry]:
+        """Read, verify, open and warm up every version of a model on disk, beside what serves now.
+        Blocking (call it in a thread); raises ModelLoadFailed and changes nothing when a version fails."""
+        fresh = self.scan(name)
+        if not fresh:
+            raise ModelNotFound(f"the repository has no model named {name!r}")
+        for entry in fresh:
+            self.load(entry)
+        failed = [f"{e.name}/{e.version}: {e.error}" for e in fresh if not e.ready]
+        if failed:
+            raise ModelLoadFailed("; ".join(failed))
+        return fresh
+
+    def install(self, name: str, fresh: list[ModelEntry]) -> list[ModelEntry]:
+        """Swap a model's versions for freshly prepared ones; returns the replaced entries (to retire)."""
+        old = [e for (n, _), e in self.entries.items() if n == name]
+        entries = {key: e for key, e in self.entries.items() if key[0] != name}
+        entries.update({(e.name, e.version): e for e in fresh})
+        self.entries = entries  # one assignment: a reader sees the old set or the new one
+        return old
+
+    def unload(self, name: str) -> list[ModelEntry]:
+        """Stop serving a model (its versions stay listed as unloaded); returns the entries to retire."""
+        versions = self.versions(name)
+        if not versions:
+            raise ModelNotFound(f"no model named {name!r}")
+        unloaded = [ModelEntry(name=e.name, version=e.version, version_dir=e.version_dir, manifest=e.manifest,
+                               state="unloaded") for e in versions]
+        return self.install(name, unloaded)
 
     def load_all(self) -> None:
         for entry in self.entries.values():
@@ -137,7 +179,7 @@ class ModelRegistry:
             ready = [e for e in versions if e.ready]
             entry = ready[-1] if ready else versions[-1]
         if not entry.ready:
-            detail = f": {entry.error}" if entry.error else " (still loading)"
+            detail = f": {entry.error}" if entry.error else f" ({entry.state})"
             raise ModelNotReady(f"model {name}/{entry.version} is not ready{detail}")
         return entry
 

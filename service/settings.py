@@ -68,6 +68,27 @@ class Settings(BaseSettings):
         DEFAULT_LIMITS.series_length, ge=1, description="values in one forecast series (422 beyond)"
     )
 
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="deadline of one inference request, queueing included (504 beyond; its queued rows are dropped)"
+    )
+    unready_s: float = Field(
+        2.0, ge=0, description="on SIGTERM: seconds of readiness 503 while still serving, before new connections are refused"
+    )
+    drain_s: float = Field(30.0, ge=0, description="on SIGTERM, then: time allowed for accepted requests to finish")
+    strict: bool = Field(False, description="fail start-up when any model cannot be loaded (default: serve the others)")
+
+    api_keys: list[str] = Field(
+        default_factory=list, description='keys for inference (JSON list); when any is set, "Authorization: Bearer <key>" is required'
+    )
+    api_keys_file: Path | None = Field(None, description="file with one inference key per line (e.g. a mounted secret)")
+    admin_keys: list[str] = Field(
+        default_factory=list, description="keys for model control (/v2/repository); model control is off without one"
+    )
+    admin_keys_file: Path | None = Field(None, description="file with one admin key per line")
+    protect_health: bool = Field(False, description="require a key for health and /metrics too")
+    cors_origins: list[str] = Field(default_factory=list, description='origins allowed by CORS (JSON list); default none')
+    log_format: Literal["text", "json"] = Field("text", description="log lines as text or as JSON objects (one per line)")
+
     def input_limits(self) -> InputLimits:
         return InputLimits(
             image_pixels=self.max_image_pixels,

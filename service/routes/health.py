@@ -19,7 +19,7 @@ class ModelStatus(BaseModel):
     version: str
     task: str | None
     ready: bool
-    state: Literal["loading", "ready", "failed"]
+    state: Literal["loading", "ready", "failed", "unloaded"]
     variant: str | None = None  # which model file is served: "fp32", "int8", ...
     providers: list[str]
     note: str | None = None  # e.g. why CUDA is not in use

@@ -6,10 +6,14 @@ unknown model and 503 for one that is not ready.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.errors import ServiceError
+from service.errors import BadRequest, ServiceError, log, log_server_error
 from service.protocol.v2 import HEADER_LENGTH, TensorMetadata, encode_response, model_parameters, parse_request
 from service.registry import ModelEntry
 
@@ -17,9 +21,13 @@ router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 PLATFORM = "onnxruntime_onnx"
 
 
-def v2_error(exc: ServiceError) -> JSONResponse:
+def v2_error(exc: ServiceError, request: Request | None = None) -> JSONResponse:
     status = 400 if exc.status in (415, 422) else exc.status
-    return JSONResponse({"error": exc.message}, status_code=status, headers=exc.headers or None)
+    message = exc.message
+    if status == 500:
+        where = (request.method, request.url.path) if request is not None else ("", "/v2")
+        message += f" (error id {log_server_error(log, *where, status, exc.message)})"
+    return JSONResponse({"error": message}, status_code=status, headers=exc.headers or None)
 
 
 def _metadata(entry: ModelEntry, versions: list[str]) -> dict:
@@ -46,7 +54,8 @@ async def server_live():
 @router.get("/health/ready")
 async def server_ready(request: Request):
     registry = request.app.state.registry
-    ready = not registry.loading and any(e.ready for e in registry.entries.values())
+    draining = getattr(request.app.state, "draining", False)
+    ready = not registry.loading and any(e.ready for e in registry.entries.values()) and not draining
     return Response(status_code=200 if ready else 503)
 
 
@@ -80,5 +89,62 @@ async def infer(request: Request, name: str, version: str | None = None):
         entry, outputs = await request.app.state.dataplane.infer_tensors(name, version, inputs, model_parameters(parsed))
         content, headers = encode_response(entry.name, entry.version, parsed, outputs)
     except ServiceError as exc:
-        return v2_error(exc)
+        return v2_error(exc, request)
     return Response(content=content, headers=headers, media_type=headers["content-type"])
+
+
+# --- Model repository extension (Triton's model control): behind the admin key (service/auth.py) --------
+
+REPOSITORY_STATES = {"ready": "READY", "loading": "LOADING", "failed": "UNAVAILABLE", "unloaded": "UNAVAILABLE"}
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
+
+
+@router.post("/repository/index")
+async def repository_index(request: Request):
+    """Every model version the server knows, with its state (READY, LOADING or UNAVAILABLE and why)."""
+    body = await request.body()
+    try:
+        ready_only = bool(json.loads(body).get("ready", False)) if body.strip() else False
+    except (ValueError, AttributeError):
+        return v2_error(BadRequest("the index request must be a JSON object such as {\"ready\": true}"))
+    entries = request.app.state.registry.entries.values()
+    return [
+        {"name": e.name, "version": e.version, "state": REPOSITORY_STATES[e.state], "reason": e.error or ""}
+        for e in entries
+        if e.ready or not ready_only
+    ]
+
+
+@router.post("/repository/models/{name}/load")
+async def repository_load(request: Request, name: str):
+    """Load, or reload, a model from the repository: every version on disk is verified, opened and warmed
+    up beside what serves now, then swapped in at once; requests in flight finish on the old sessions.
+    If any version fails, nothing changes and the answer says why."""
+    state = request.app.state
+    try:
+        checked_name(name)
+        async with state.control_lock:
+            fresh = await asyncio.to_thread(state.registry.prepare, name)
+            state.dataplane.retire(state.registry.install(name, fresh))
+    except ServiceError as exc:
+        return v2_error(exc, request)
+    return Response(status_code=200)
+
+
+@router.post("/repository/models/{name}/unload")
+async def repository_unload(request: Request, name: str):
+    """Stop serving a model; queued requests finish first, new ones get 503 until it is loaded again."""
+    state = request.app.state
+    try:
+        checked_name(name)
+        async with state.control_lock:
+            state.dataplane.retire(state.registry.unload(name))
+    except ServiceError as exc:
+        return v2_error(exc, request)
+    return Response(status_code=200)
+
+
+def checked_name(name: str) -> None:
+    """A model name is one path component of the repository, never a way out of it."""
+    if not MODEL_NAME.fullmatch(name) or ".." in name:
+        raise BadRequest(f"{name!r} is not a valid model name")

@@ -6,7 +6,7 @@ REPOSITORY ?= model_repository
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup models serve test readme bench bench-quick clean help
+.PHONY: setup models serve test readme bench bench-quick audit clean help
 
 help:
 	@echo "make serve   set up, build the models if missing or changed, serve on $(HOST):$(PORT)"
@@ -50,6 +50,10 @@ bench: models
 
 bench-quick: models
 	$(BIN)/python -m bench --quick --repository $(REPOSITORY)
+
+# pip-audit of the serving dependencies: fails on a known vulnerability that has a fix.
+audit: setup
+	$(BIN)/python scripts/audit_runtime.py
 
 clean:
 	rm -rf $(VENV) $(REPOSITORY) .pytest_cache

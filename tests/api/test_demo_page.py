@@ -138,11 +138,11 @@ def forecast(driver, example: str | None, horizon: int, series: str | None = Non
 
 
 def bars(driver, panel: str) -> list[tuple[str, float]]:
-    items = driver.find_elements(By.CSS_SELECTOR, f"#{panel}-bars .bar")
-    return [
-        (item.find_element(By.CLASS_NAME, "bar-label").text, float(item.find_element(By.CLASS_NAME, "bar-value").text.rstrip("%")))
-        for item in items
-    ]
+    shown = []
+    for item in driver.find_elements(By.CSS_SELECTOR, f"#{panel}-bars .bar"):
+        percent = item.find_element(By.CLASS_NAME, "bar-value").text.rstrip("%")
+        shown.append((item.find_element(By.CLASS_NAME, "bar-label").text, float(percent)))
+    return shown
 
 
 def path_points(d: str) -> list[tuple[float, float]]:
@@ -325,7 +325,8 @@ def test_page_on_a_server_with_api_keys(browser, api_repository, tmp_path, artif
     key = "demo-page-test-key"
     with start_server(api_repository, tmp_path / "server.log", env={"ORTSERVE_API_KEYS": json.dumps([key])}) as keyed:
         with keyed.client() as client:
-            assert all(client.get(path).status_code == 200 for path in ("/", "/static/demo/demo.js", "/static/demo/demo.css"))
+            for path in ("/", "/static/demo/demo.js", "/static/demo/demo.css"):
+                assert client.get(path).status_code == 200, path
             assert client.post("/sentiment", json={"text": "fine"}).status_code == 401
         browser.get(keyed.url + "/")
         wait_for(browser, "forecast", state="error")  # the first forecast went without a key

@@ -67,17 +67,29 @@ def _variants_markdown(m: ModelManifest) -> list[str]:
     return lines
 
 
+def _metric_tables(m: ModelManifest) -> list[str]:
+    """The model against its baselines: one table for plain metric names, one per `<set>/<metric>` set."""
+    groups: dict[str, list[str]] = {}
+    for key in m.metrics.model:
+        groups.setdefault(key.rpartition("/")[0], []).append(key)
+    lines = []
+    for group, keys in groups.items():
+        lines += [
+            f"| {group} | " + " | ".join(k.rpartition("/")[2] for k in keys) + " |",
+            "|---" * (len(keys) + 1) + "|",
+            f"| **{m.name}** (this model) | " + " | ".join(_fmt(m.metrics.model[k]) for k in keys) + " |",
+        ]
+        for baseline, values in m.metrics.baselines.items():
+            lines.append(f"| {baseline} | " + " | ".join(_fmt(values[k]) if k in values else "–" for k in keys) + " |")
+        lines.append("")
+    return lines
+
+
 def models_markdown(repository: Path) -> str:
     parts = []
     for m in load_manifests(repository):
         packages = ", ".join(f"`{k}=={v}`" for k, v in m.data.packages.items())
         splits = ", ".join(f"{k} {v:,}" for k, v in m.data.splits.items())
-        rows = [f"| **{m.name}** (this model) | " + " | ".join(_fmt(v) for v in m.metrics.model.values()) + " |"]
-        for baseline, values in m.metrics.baselines.items():
-            cells = [_fmt(values[k]) if k in values else "–" for k in m.metrics.model]
-            rows.append(f"| {baseline} | " + " | ".join(cells) + " |")
-        header = "| | " + " | ".join(m.metrics.model) + " |"
-        rule = "|---" * (len(m.metrics.model) + 1) + "|"
         targets = "; ".join(f"{k} {v}" for k, v in m.metrics.targets.items()) or "none"
         parity = f"max abs diff {m.parity.max_abs_diff:.1e} (tolerance {m.parity.tolerance:.0e}) on {m.parity.n:,} held-out inputs"
         if m.parity.argmax_agreement is not None:
@@ -95,10 +107,7 @@ def models_markdown(repository: Path) -> str:
                     f"- ONNX parity vs PyTorch: {parity}. Opset {m.opset}; build {'quick' if m.build.quick else 'full'}, "
                     f"trained in {m.training.duration_s / 60:.1f} min (seed {m.training.seed}).",
                     "",
-                    header,
-                    rule,
-                    *rows,
-                    "",
+                    *_metric_tables(m),
                     *variants,
                 ]
             )

@@ -4,7 +4,9 @@ Training examples are windows cut from the training part of every series at many
 scaled by ``service.preprocessing.series.scale_windows`` (the service's own code). Batches draw a series
 uniformly, then one of its origins, so long series do not dominate. The loss is the mean absolute
 error of log changes (close to sMAPE / 100 for small errors) over the steps that exist in the
-training part; the validation tail of every series picks the best checkpoint.
+training part; the validation tail of every series picks the best checkpoint. The graph that is exported
+mixes the averaged networks with the Theta method (computed in the service's pre-processing) by one weight
+per period, chosen on the same validation tails.
 """
 
 from __future__ import annotations
@@ -20,7 +22,19 @@ from torch import nn
 from models.ensemble import averaged
 from models.series_data import Series, load_series
 from models.training import Trained, TrainingContextLike, progress, seed_everything
-from service.preprocessing.series import CONTEXT_FEATURES, STEP_FEATURES, MIN_HISTORY, scale_targets, scale_windows, unscale, windows_ending_at
+from service.preprocessing.series import (
+    CONTEXT_FEATURES,
+    MIN_HISTORY,
+    PERIODS,
+    STEP_FEATURES,
+    scale_targets,
+    scale_windows,
+    theta_changes,
+    unscale,
+    windows_ending_at,
+)
+
+COMBINATION_GRID = np.linspace(0.0, 1.0, 21)  # candidate network weights per period
 
 
 class ForecastLSTM(nn.Module):
@@ -46,6 +60,41 @@ class ForecastLSTM(nn.Module):
         repeated = context[:, None, :].expand(-1, window.shape[1], -1)
         _, (hidden, _) = self.lstm(torch.cat([window, repeated], dim=-1))
         return self.head(torch.cat([hidden[-1], context], dim=-1)) + self.linear(window[..., 0])
+
+
+class ThetaCombination(nn.Module):
+    """(window, context, theta (B, H_max)) -> w * network(window, context) + (1 - w) * theta, w by period.
+
+    The period comes from the context's one-hot columns (yearly, quarterly, monthly), in PERIODS order."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+        self.register_buffer("weights", torch.ones(len(PERIODS)))
+
+    def forward(self, window: torch.Tensor, context: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        weight = (context[:, : len(PERIODS)] @ self.weights)[:, None]
+        return weight * self.network(window, context) + (1.0 - weight) * theta
+
+
+def combination_weights(network_out: np.ndarray, theta: np.ndarray, scaling, actuals: list[np.ndarray]) -> np.ndarray:
+    """Per period, the network weight on COMBINATION_GRID with the lowest mean validation sMAPE."""
+    chosen = np.ones(len(PERIODS))
+    for index, period in enumerate(PERIODS):
+        rows = np.flatnonzero(scaling.period == period)
+        if rows.size == 0:
+            continue
+        subset = [actuals[r] for r in rows]
+        errors = [
+            mean_smape(w * network_out[rows] + (1.0 - w) * theta[rows], _rows(scaling, rows), subset)
+            for w in COMBINATION_GRID
+        ]
+        chosen[index] = COMBINATION_GRID[int(np.argmin(errors))]
+    return chosen
+
+
+def _rows(scaling, rows: np.ndarray):
+    return type(scaling)(**{name: value[rows] for name, value in vars(scaling).items()})
 
 
 @dataclass
@@ -102,12 +151,14 @@ def smape(actual: np.ndarray, forecast: np.ndarray) -> float:
     return float(100.0 * ratio.mean())
 
 
-def predict(model: nn.Module, steps: np.ndarray, context: np.ndarray, batch: int = 4096) -> np.ndarray:
+def predict(model: nn.Module, *inputs: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """The model's outputs for float32 inputs (any number, batch first), in chunks."""
     model.eval()
     outputs = []
     with torch.no_grad():
-        for start in range(0, len(steps), batch):
-            outputs.append(model(torch.from_numpy(steps[start : start + batch]), torch.from_numpy(context[start : start + batch])).numpy())
+        for start in range(0, len(inputs[0]), batch):
+            chunk = [torch.from_numpy(np.ascontiguousarray(x[start : start + batch], dtype=np.float32)) for x in inputs]
+            outputs.append(model(*chunk).numpy())
     return np.concatenate(outputs)
 
 
@@ -168,8 +219,8 @@ def train_lstm(examples: Examples, validation, hp: dict, seed: int) -> tuple[For
 
 
 def architecture(hp: dict) -> nn.Module:
-    """The exported graph: `members` LSTMs averaged (one LSTM when members is 1)."""
-    return averaged([
+    """The exported graph: `members` LSTMs averaged (one LSTM when members is 1), mixed with Theta."""
+    return ThetaCombination(averaged([
         ForecastLSTM(
             window=hp["window"],
             step_features=len(STEP_FEATURES),
@@ -179,7 +230,7 @@ def architecture(hp: dict) -> nn.Module:
             dropout=hp["dropout"],
         )
         for _ in range(hp["members"])
-    ])
+    ]))
 
 
 def training_data(hp: dict) -> tuple[list[Series], Examples]:
@@ -203,7 +254,23 @@ def train(ctx: TrainingContextLike) -> Trained:
         model, history = train_lstm(examples, validation, hp, hp["seed"] + member)
         members.append(model)
         histories.append(history)
+    combined = ThetaCombination(averaged(members))
+    val_steps, val_context, val_scaling, val_actuals = validation
+    theta = theta_changes(val_scaling.history, hp["horizon_max"])
+    network_out = predict(combined.network, val_steps, val_context)
+    weights = combination_weights(network_out, theta, val_scaling, val_actuals)
+    combined.weights.copy_(torch.from_numpy(weights).float())
     return Trained(
-        averaged(members),
-        {"histories": histories, "data_s": round(data_s, 1), "duration_s": round(time.perf_counter() - started - data_s, 1)},
+        combined.eval(),
+        {
+            "histories": histories,
+            "combination_weights": {str(p): float(w) for p, w in zip(PERIODS, weights)},
+            "validation_smape": {
+                "network": round(mean_smape(network_out, val_scaling, val_actuals), 4),
+                "theta": round(mean_smape(theta, val_scaling, val_actuals), 4),
+                "combined": round(mean_smape(predict(combined, val_steps, val_context, theta), val_scaling, val_actuals), 4),
+            },
+            "data_s": round(data_s, 1),
+            "duration_s": round(time.perf_counter() - started - data_s, 1),
+        },
     )

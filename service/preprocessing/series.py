@@ -11,6 +11,11 @@ training windows, the held-out evaluation and the service all go through ``scale
    indices of a classical additive decomposition (2 x period centred moving average);
 3. subtract the level, the mean of the last `period` deseasonalised logs.
 
+The Theta method (Assimakopoulos and Nikolopoulos 2000, in the form of Hyndman and Billah 2003: simple
+exponential smoothing plus half the slope of a linear trend) forecasts the same deseasonalised log
+changes from the whole context window; the exported graph mixes it with the network's forecast by a
+weight per period chosen on validation tails.
+
 The network reads the last ``window`` steps of the result with an "observed" flag per step, plus the
 period (one-hot), whether the series was deseasonalised and how much of the context is observed. It
 returns log changes from the level for every step up to H_max; ``unscale`` adds the level and the
@@ -31,6 +36,7 @@ CONTEXT_FEATURES = ["yearly", "quarterly", "monthly", "deseasonalised", "observe
 LOG_CHANGE_LIMIT = 12.0
 SEASONALITY_Z = 1.645  # one-sided 90%, as in the M4 benchmarks
 FLOAT_MAX = float(np.finfo(np.float64).max)
+THETA_ALPHAS = np.linspace(0.05, 1.0, 20)
 
 SCALING = (
     "per series, on its last `context_window` values: divide by max |x|; if any value <= 0 add a shift "
@@ -40,7 +46,10 @@ SCALING = (
     "classical additive decomposition; subtract the level = mean of the last `period` deseasonalised logs. "
     "The network reads the last `window` steps (steps before a short history are 0 with observed = 0). "
     "Outputs are log changes from the level, clipped to +-12, re-seasonalised, exponentiated, un-shifted and "
-    "multiplied back. A missing period is detected on the last `context_window` values with the same test: "
+    "multiplied back. The Theta method (SES with alpha on a grid of 20 from 0.05 to 1 by least one-step squared "
+    "error, plus half the OLS trend slope) forecasts the deseasonalised log changes of the whole context window; "
+    "the graph returns w * network + (1 - w) * theta with one w per period. A missing period is detected on "
+    "the last `context_window` values with the same test: "
     "12 or 4 (the stronger autocorrelation if both pass), else 1."
 )
 
@@ -55,6 +64,7 @@ class Scaling:
     level: np.ndarray  # (N,) log level
     seasonal_phase: np.ndarray  # (N, period) log seasonal index by phase; phase 0 is the first future step
     period: np.ndarray  # (N,)
+    history: np.ndarray  # (N, C) deseasonalised log changes from the level, NaN where not observed
 
 
 def right_aligned(histories: list[np.ndarray], window: int) -> np.ndarray:
@@ -156,12 +166,47 @@ def scale_windows(windows: np.ndarray, periods: np.ndarray, keep: int) -> tuple[
     recent = np.arange(length)[None, :] >= length - periods[:, None]
     level = np.nanmean(np.where(recent, adjusted, np.nan), axis=1)
 
-    change = np.where(observed, adjusted - level[:, None], 0.0)
+    history = np.where(observed, adjusted - level[:, None], np.nan)
+    change = np.where(observed, history, 0.0)
     steps = np.stack([change, observed.astype(np.float64)], axis=-1)[:, -keep:].astype(np.float32)
     context = np.stack(
         [periods == 1, periods == 4, periods == 12, deseasonalised, observed.mean(axis=1)], axis=1
     ).astype(np.float32)
-    return steps, context, Scaling(magnitude, shift, level, phase_index, periods)
+    return steps, context, Scaling(magnitude, shift, level, phase_index, periods, history)
+
+
+def theta_changes(history: np.ndarray, horizon: int) -> np.ndarray:
+    """The Theta method on NaN-left-padded rows (N, C): forecasts for steps 1..horizon, (N, horizon).
+
+    SES starts at the first observed value; alpha minimises the one-step squared error over a grid;
+    the drift is half the OLS slope, with the SES finite-sample correction of Hyndman and Billah."""
+    history = np.asarray(history, dtype=np.float64)
+    rows, length = history.shape
+    observed = np.isfinite(history)
+    count = observed.sum(axis=1)
+    time = np.arange(length, dtype=np.float64)[None, :]
+    mean_time = np.where(observed, time, 0.0).sum(axis=1) / np.maximum(count, 1)
+    mean_value = np.where(observed, history, 0.0).sum(axis=1) / np.maximum(count, 1)
+    centred_time = np.where(observed, time - mean_time[:, None], 0.0)
+    spread = (centred_time**2).sum(axis=1)
+    covariance = (centred_time * np.where(observed, history - mean_value[:, None], 0.0)).sum(axis=1)
+    slope = np.divide(covariance, spread, out=np.zeros(rows), where=spread > 0)
+
+    alphas = THETA_ALPHAS[None, :]
+    level = np.full((rows, THETA_ALPHAS.size), np.nan)
+    squared_error = np.zeros((rows, THETA_ALPHAS.size))
+    for column in range(length):
+        value, seen = history[:, column : column + 1], observed[:, column : column + 1]
+        started = np.isfinite(level)
+        error = np.where(seen & started, value - level, 0.0)
+        squared_error += error**2
+        level = np.where(seen & ~started, value, level + alphas * error)
+    best = squared_error.argmin(axis=1)
+    alpha = THETA_ALPHAS[best][:, None]
+    smoothed = np.nan_to_num(level[np.arange(rows), best])[:, None]
+    steps = np.arange(1, horizon + 1, dtype=np.float64)[None, :]
+    drift = 0.5 * slope[:, None] * (steps - 1.0 + 1.0 / alpha - (1.0 - alpha) ** count[:, None] / alpha)
+    return smoothed + drift
 
 
 def future_seasonal(scaling: Scaling, horizon: int) -> np.ndarray:

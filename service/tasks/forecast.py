@@ -1,4 +1,4 @@
-"""Sequence forecasting API: a numeric series -> one scaled row -> the next `horizon` values."""
+"""Sequence forecasting API: a numeric series -> one scaled row (and its Theta forecast) -> the next `horizon` values."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.errors import InvalidInput
 from service.limits import DEFAULT_LIMITS
 from service.manifest import ForecastPreprocessing
-from service.preprocessing.series import MIN_HISTORY, detect_period, right_aligned, scale_windows, unscale
+from service.preprocessing.series import MIN_HISTORY, detect_period, right_aligned, scale_windows, theta_changes, unscale
 from service.tasks.base import Decoded, Task, TensorDeclaration
 
 MAX_HISTORY = DEFAULT_LIMITS.series_length  # the default of max_series_length; decode enforces the configured one
+FEEDS = ("window", "context", "theta")  # the graph's inputs, in the order of a decoded row
 
 
 class ForecastRequest(BaseModel):
@@ -63,13 +64,14 @@ class ForecastTask(Task):
         steps, context, scaling = scale_windows(
             right_aligned([series], spec.context_window), np.array([period]), keep=spec.window
         )
+        theta = theta_changes(scaling.history, spec.horizon_max).astype(np.float32)
         return Decoded(
-            rows=[(steps[0], context[0])],
+            rows=[(steps[0], context[0], theta[0])],
             context={"scaling": scaling, "horizon": request.horizon, "period": period},
         )
 
-    def collate(self, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
-        return {"window": np.stack([row[0] for row in rows]), "context": np.stack([row[1] for row in rows])}
+    def collate(self, rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {name: np.stack([row[i] for row in rows]) for i, name in enumerate(FEEDS)}
 
     def decode_tensors(self, inputs: dict[str, np.ndarray], parameters: dict) -> Decoded:
         unknown = set(parameters) - {"horizon", "period"}

@@ -71,3 +71,22 @@ def test_held_out_tail_is_forecast_well(client, air_passengers, real_repository)
     seasonal_naive = np.tile(history[-12:], 2)[: len(test)]
     assert smape(test, predicted) < 0.15
     assert smape(test, predicted) < smape(test, seasonal_naive) * 1.5
+
+
+@pytest.mark.real_models
+def test_tourism_quarterly_over_http_matches_the_manifest(client, real_repository):
+    """The external test, request by request over HTTP: the served model's Tourism figure is the manifest's."""
+    from models.series_data import tourism
+    from service.manifest import ModelManifest
+
+    manifest = ModelManifest.load(real_repository / "forecast-lstm" / "1")
+    if manifest.served_variant != "fp32":
+        pytest.skip(f"the served variant is {manifest.served_variant}; the Tourism figures are fp32's")
+    errors = []
+    for item in tourism(4):
+        predicted = forecast(client, item.history, horizon=len(item.actual), period=4)
+        scale = np.mean(np.abs(item.history[4:] - item.history[:-4]))
+        errors.append(np.mean(np.abs(item.actual - predicted)) / scale)
+    assert len(errors) == 427
+    assert np.mean(errors) == pytest.approx(manifest.metrics.model["tourism_quarterly/mase"], abs=1e-3)
+    assert np.mean(errors) < manifest.metrics.baselines["seasonal_naive"]["tourism_quarterly/mase"]

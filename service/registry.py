@@ -50,7 +50,8 @@ class ModelEntry:
     model: OnnxModel | None = None
     task: Task | None = None
     variant: str | None = None  # which model file is served (see ModelManifest.variants)
-    policy: BatchPolicy | None = None  # batching as served (a batch-variant variant runs one row at a time)
+    policy: BatchPolicy | None = None  # batching as served
+    rows_per_run: int | None = None  # a variant that is not batch-invariant runs its batches' rows one at a time
     batcher: Any = None  # the dataplane's DynamicBatcher for this loaded session, made on first use
 
     @property
@@ -147,13 +148,16 @@ class ModelRegistry:
             )
             policy = self.settings.batch_policy(entry.name)
             record = manifest.variant_record(variant)
+            # Batches still form (one hand-over to the session thread for many rows), but each session run
+            # takes serve_max_batch_size rows, so no answer depends on its batch mates.
+            rows_per_run = None
             if record and record.serve_max_batch_size and entry.name not in self.settings.batching:
-                policy = BatchPolicy(max_batch_size=min(policy.max_batch_size, record.serve_max_batch_size))
-            model.warm_up(policy.max_batch_size, getattr(manifest.preprocessing, "max_length", 0))
+                rows_per_run = min(policy.max_batch_size, record.serve_max_batch_size)
+            model.warm_up(rows_per_run or policy.max_batch_size, getattr(manifest.preprocessing, "max_length", 0))
         except Exception as exc:  # one bad model must not take the others down
             self._fail(entry, exc)
             return
-        entry.model, entry.task, entry.variant, entry.policy = model, task, variant, policy
+        entry.model, entry.task, entry.variant, entry.policy, entry.rows_per_run = model, task, variant, policy, rows_per_run
         entry.state, entry.error = "ready", None
         log.info("model %s/%s (%s) ready on %s", entry.name, entry.version, variant, ", ".join(model.providers))
 

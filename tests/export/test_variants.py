@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -72,4 +73,13 @@ def test_a_variant_that_is_not_batch_invariant_is_served_one_row_per_run(api_rep
         manifest = ModelManifest.load(api_repository / model["name"] / "1")
         record = manifest.variant_record(model["variant"])
         if record is not None and not record.batch_invariant:
-            assert model["batching"]["max_batch_size"] == 1
+            assert model["batching"]["rows_per_run"] == 1
+
+
+def test_answers_of_a_variant_served_one_row_per_run_do_not_depend_on_batch_mates(client):
+    texts = [f"{'A warm, funny and moving film. ' * (1 + i % 5)}({i})" for i in range(24)]
+    alone = {text: client.post("/sentiment", json={"text": text}).json()["results"][0]["scores"] for text in texts}
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(lambda t: client.post("/sentiment", json={"text": t}).json()["results"][0]["scores"], texts))
+    for text, scores in zip(texts, together):
+        assert scores == pytest.approx(alone[text], abs=1e-6)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from pydantic import BaseModel, Field
 
 from service.errors import UnsupportedMediaType
 from service.tasks.forecast import ForecastRequest, ForecastResponse
@@ -11,12 +14,38 @@ from service.tasks.sentiment import SentimentRequest, SentimentResponse
 
 router = APIRouter(tags=["tasks"])
 
+
+class ErrorDetail(BaseModel):
+    loc: list[str] = Field(description="where in the request, e.g. ['body', 'series', '3']")
+    msg: str
+    type: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="bad_request, payload_too_large, unsupported_media_type, invalid_input, ...")
+    message: str
+    details: Optional[list[ErrorDetail]] = Field(None, description="one entry per validation problem (422)")
+    error_id: Optional[str] = Field(None, description="a 5xx's id, as logged by the server")
+
+
+class ErrorResponse(BaseModel):
+    """Every error of the task endpoints has this shape."""
+
+    error: ErrorInfo
+
+
 ERROR_RESPONSES = {
-    400: {"description": "malformed body or undecodable image"},
-    413: {"description": "body or image too large"},
-    415: {"description": "unsupported media type or image format"},
-    422: {"description": "the request failed validation"},
-    503: {"description": "the model is not ready, or its queue is full (Retry-After)"},
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "malformed body or undecodable image",
+        401: "an API key is required and was missing or wrong",
+        413: "body or image too large",
+        415: "unsupported media type or image format",
+        422: "the request failed validation, or is beyond a limit (texts, characters, series length, horizon)",
+        500: "an internal error (error_id in the log)",
+        503: "the model is not ready, or its queue is full (Retry-After)",
+        504: "no answer within the request deadline",
+    }.items()
 }
 
 

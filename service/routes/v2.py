@@ -12,13 +12,38 @@ import re
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from service.errors import BadRequest, ServiceError, log, log_server_error
-from service.protocol.v2 import HEADER_LENGTH, TensorMetadata, encode_response, model_parameters, parse_request
+from service.protocol.v2 import (
+    HEADER_LENGTH,
+    InferenceRequest,
+    TensorMetadata,
+    encode_response,
+    model_parameters,
+    parse_request,
+)
 from service.registry import ModelEntry
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 PLATFORM = "onnxruntime_onnx"
+
+
+class V2Error(BaseModel):
+    error: str
+
+
+def v2_errors(*statuses: int) -> dict:
+    """The schema of the protocol's errors, for the statuses a route answers."""
+    descriptions = {
+        400: "bad request: malformed JSON or binary framing, or tensors that do not fit the model",
+        404: "unknown model or version",
+        413: "request body too large",
+        500: "internal error (error id in the message and the log)",
+        503: "the model is not ready, or its queue is full (Retry-After)",
+        504: "no answer within the request deadline",
+    }
+    return {status: {"model": V2Error, "description": descriptions[status]} for status in statuses}
 
 
 def v2_error(exc: ServiceError, request: Request | None = None) -> JSONResponse:
@@ -46,12 +71,16 @@ async def server_metadata(request: Request):
     return {"name": request.app.title, "version": request.app.version, "extensions": ["binary_tensor_data"]}
 
 
-@router.get("/health/live")
+@router.get("/health/live", response_class=Response, responses={200: {"description": "live (no body)"}})
 async def server_live():
     return Response(status_code=200)
 
 
-@router.get("/health/ready")
+@router.get(
+    "/health/ready",
+    response_class=Response,
+    responses={200: {"description": "ready (no body)"}, 503: {"description": "loading, nothing ready, or draining (no body)"}},
+)
 async def server_ready(request: Request):
     registry = request.app.state.registry
     draining = getattr(request.app.state, "draining", False)
@@ -59,8 +88,8 @@ async def server_ready(request: Request):
     return Response(status_code=200 if ready else 503)
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
+@router.get("/models/{name}", responses=v2_errors(404, 503))
+@router.get("/models/{name}/versions/{version}", responses=v2_errors(404, 503))
 async def model_metadata(request: Request, name: str, version: str | None = None):
     registry = request.app.state.registry
     try:
@@ -70,8 +99,11 @@ async def model_metadata(request: Request, name: str, version: str | None = None
     return _metadata(entry, [e.version for e in registry.versions(name)])
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
+MODEL_READY = {200: {"description": "ready (no body)"}, **v2_errors(404, 503)}
+
+
+@router.get("/models/{name}/ready", response_class=Response, responses=MODEL_READY)
+@router.get("/models/{name}/versions/{version}/ready", response_class=Response, responses=MODEL_READY)
 async def model_ready(request: Request, name: str, version: str | None = None):
     try:
         request.app.state.registry.get(name, version)
@@ -80,8 +112,40 @@ async def model_ready(request: Request, name: str, version: str | None = None):
     return Response(status_code=200)
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
+def inlined_schema(model: type[BaseModel]) -> dict:
+    """A model's JSON schema with its $defs inlined: openapi_extra is not resolved against the components."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        return [resolve(item) for item in node] if isinstance(node, list) else node
+
+    return resolve(schema)
+
+
+# The body is read raw (JSON, or JSON then binary tensors), so its schema is declared here for clients.
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": f"JSON; or the JSON request then binary tensor data, {HEADER_LENGTH} giving the JSON's length",
+        "content": {
+            "application/json": {"schema": inlined_schema(InferenceRequest)},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+INFER_RESPONSES = {
+    200: {"description": "the outputs as JSON, or JSON then binary tensor data (Inference-Header-Content-Length)"},
+    **v2_errors(400, 404, 413, 500, 503, 504),
+}
+
+
+@router.post("/models/{name}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
+@router.post("/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
 async def infer(request: Request, name: str, version: str | None = None):
     try:
         body = await request.body()

@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import start_server
+
 DATA = Path(__file__).resolve().parent.parent / "data"
 JSON = {"content-type": "application/json"}
 SERIES = [315, 301, 356, 348, 355, 422, 465, 467, 404, 347, 305, 336, 340, 318, 362, 348, 363, 435, 491, 505, 404,
@@ -421,3 +423,28 @@ def test_server_still_answers_normally_afterwards(server):
         assert forecast.status_code == 200 and len(forecast.json()["forecast"]) == 12, forecast.text
         assert all(200 < v < 1000 for v in forecast.json()["forecast"])
         assert client.get("/health").status_code == 200
+
+
+def test_limits_follow_the_settings(api_repository, tmp_path):
+    """Every input limit is a setting: lowered by flags and by environment variables, each is enforced."""
+    log = tmp_path / "server.log"
+    flags = ("--max-texts", "2", "--max-text-chars", "50", "--max-image-pixels", "10000")
+    with start_server(api_repository, log, *flags, env={"ORTSERVE_MAX_SERIES_LENGTH": "30"}) as limited:
+        with limited.client() as client:
+            assert client.post("/sentiment", json={"texts": ["Good.", "Bad."]}).status_code == 200
+            error = client.post("/sentiment", json={"texts": ["Good.", "Bad.", "Fine."]}).json()["error"]
+            assert error == {"code": "invalid_input", "message": "3 texts in one request; at most 2"}
+            response = client.post("/sentiment", json={"text": "x" * 51})
+            assert response.status_code == 422 and "at most 50" in response.json()["error"]["message"]
+            v2 = client.post("/v2/models/sentiment-transformer/infer", json=texts_tensor(["a", "b", "c"]))
+            assert v2.status_code == 400 and v2.json() == {"error": "3 texts in one request; at most 2"}
+
+            small = encoded(digit().resize((100, 100), Image.Resampling.LANCZOS), "PNG")
+            assert client.post("/classify-image", **upload(small)).json()["label"] == "7"
+            response = client.post("/classify-image", **upload((DATA / "digit-7.png").read_bytes()))
+            assert response.status_code == 413
+            assert response.json()["error"]["message"] == "image is 280x280 = 78,400 pixels; at most 10,000"
+
+            assert client.post("/predict-sequence", json={"series": SERIES[:30], "horizon": 3}).status_code == 200
+            response = client.post("/predict-sequence", json={"series": SERIES[:31], "horizon": 3})
+            assert response.status_code == 422 and "at most 30" in response.json()["error"]["message"]

@@ -17,6 +17,8 @@ class InputLimits(BaseModel):
     texts: int = Field(64, ge=1, description="texts in one sentiment request (422 beyond)")
     text_chars: int = Field(10_000, ge=1, description="characters in one text (422 beyond)")
     series_length: int = Field(100_000, ge=1, description="values in one forecast series (422 beyond)")
+    # A request of more rows than a model's queue holds (max_queue_rows) could never be admitted.
+    images: int = Field(256, ge=1, description="images in one V2 request to the image model (400 beyond)")
 
 
 DEFAULT_LIMITS = InputLimits()

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     max_series_length: int = Field(
         DEFAULT_LIMITS.series_length, ge=1, description="values in one forecast series (422 beyond)"
     )
+    max_images: int = Field(DEFAULT_LIMITS.images, ge=1, description="images in one V2 request to the image model (400 beyond)")
 
     request_timeout_s: float = Field(
         30.0, gt=0, description="deadline of one inference request, queueing included (504 beyond; its queued rows are dropped)"
@@ -95,6 +96,7 @@ class Settings(BaseSettings):
             texts=self.max_texts,
             text_chars=self.max_text_chars,
             series_length=self.max_series_length,
+            images=self.max_images,
         )
 
     def batch_policy(self, model: str) -> BatchPolicy:

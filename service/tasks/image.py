@@ -154,6 +154,8 @@ class ImageTask(Task):
         return {self.input_name: np.stack(rows)}
 
     def decode_tensors(self, inputs: dict[str, np.ndarray], parameters: dict) -> Decoded:
+        if len(inputs["image"]) > self.limits.images:
+            raise InvalidInput(f"image: {len(inputs['image'])} images in one request; at most {self.limits.images}")
         pixels = inputs["image"].astype(np.float32)
         if not np.all(np.isfinite(pixels)) or pixels.min(initial=0.0) < 0.0 or pixels.max(initial=0.0) > 1.0:
             raise InvalidInput("image: pixel intensities must be finite and within [0, 1] (white digit on black)")

@@ -373,6 +373,13 @@ CASES = [
                                 "parameters": {"binary_data_size": 8}}]},
                    struct.pack("<I", 1000) + b"abcd", len(json.dumps({"inputs": [{"name": "text", "shape": [1],
                    "datatype": "BYTES", "parameters": {"binary_data_size": 8}}]}))), 400),
+    # More images than the limit (max_images, default 256): a 400 now, not a 503 "retry" that could never succeed.
+    Case("v2-too-many-images", "POST", "/v2/models/mnist-cnn/infer", lambda: v2_binary(
+        {"inputs": [{"name": "image", "shape": [300, 1, 28, 28], "datatype": "FP32",
+                     "parameters": {"binary_data_size": 300 * 784 * 4}}]},
+        np.zeros((300, 1, 28, 28), "<f4").tobytes(),
+        len(json.dumps({"inputs": [{"name": "image", "shape": [300, 1, 28, 28], "datatype": "FP32",
+                                    "parameters": {"binary_data_size": 300 * 784 * 4}}]}))), 400),
     Case("v2-body-over-limit", "POST", "/v2/models/sentiment-transformer/infer",
          v2_json(texts_tensor(["a" * (3 * MB)])), 413),
 ]
@@ -428,7 +435,7 @@ def test_server_still_answers_normally_afterwards(server):
 def test_limits_follow_the_settings(api_repository, tmp_path):
     """Every input limit is a setting: lowered by flags and by environment variables, each is enforced."""
     log = tmp_path / "server.log"
-    flags = ("--max-texts", "2", "--max-text-chars", "50", "--max-image-pixels", "10000")
+    flags = ("--max-texts", "2", "--max-text-chars", "50", "--max-image-pixels", "10000", "--max-images", "2")
     with start_server(api_repository, log, *flags, env={"ORTSERVE_MAX_SERIES_LENGTH": "30"}) as limited:
         with limited.client() as client:
             assert client.post("/sentiment", json={"texts": ["Good.", "Bad."]}).status_code == 200
@@ -444,6 +451,9 @@ def test_limits_follow_the_settings(api_repository, tmp_path):
             response = client.post("/classify-image", **upload((DATA / "digit-7.png").read_bytes()))
             assert response.status_code == 413
             assert response.json()["error"]["message"] == "image is 280x280 = 78,400 pixels; at most 10,000"
+            images = {"name": "image", "shape": [3, 1, 28, 28], "datatype": "FP32", "data": [0.0] * (3 * 784)}
+            v2 = client.post("/v2/models/mnist-cnn/infer", json={"inputs": [images]})
+            assert v2.status_code == 400 and v2.json() == {"error": "image: 3 images in one request; at most 2"}
 
             assert client.post("/predict-sequence", json={"series": SERIES[:30], "horizon": 3}).status_code == 200
             response = client.post("/predict-sequence", json={"series": SERIES[:31], "horizon": 3})

@@ -155,3 +155,10 @@ def test_a_corrupt_exif_block_is_read_around(digits):
     image.save(out, format="JPEG", quality=95, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + b"\x01" * 60_000)
     gray = grayscale_of(open_image(out.getvalue()))
     assert gray.shape == (28, 28)
+
+
+def test_the_configured_image_count_is_enforced_on_tensors():
+    task = ImageTask(SPEC, [str(d) for d in range(10)], version_dir=None, limits=InputLimits(images=2))
+    assert len(task.decode_tensors({"image": np.zeros((2, 1, 28, 28), np.float32)}, {}).rows) == 2
+    with pytest.raises(InvalidInput, match="3 images in one request; at most 2"):
+        task.decode_tensors({"image": np.zeros((3, 1, 28, 28), np.float32)}, {})

@@ -21,6 +21,8 @@ from service.preprocessing.numeric import softmax
 from service.tasks.base import Decoded, Task, TensorDeclaration
 
 ACCEPTED_FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF"}
+# Pillow names a JPEG that carries more pictures after the first (an MPF segment, as many cameras write) MPO.
+JPEG_FAMILY = {"JPEG", "MPO"}
 # File signatures of the accepted formats: such a file that fails to decode is corrupt (400), not foreign (415).
 SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 MAX_PIXELS = DEFAULT_LIMITS.image_pixels  # the default of the max_image_pixels setting
@@ -69,7 +71,7 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
             # Pillow's own bomb guard warns below our limit's maximum; the check below is the one that counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.format not in ACCEPTED_FORMATS:
+            if ("JPEG" if image.format in JPEG_FAMILY else image.format) not in ACCEPTED_FORMATS:
                 raise UnsupportedMediaType(
                     f"image format {image.format} is not accepted; send one of {', '.join(sorted(ACCEPTED_FORMATS))}"
                 )
@@ -77,7 +79,7 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
                 raise PayloadTooLarge(
                     f"image is {image.width}x{image.height} = {image.width * image.height:,} pixels; at most {max_pixels:,}"
                 )
-            if image.format == "JPEG" and min(image.size) >= 2 * JPEG_DRAFT_SIDE:
+            if image.format in JPEG_FAMILY and min(image.size) >= 2 * JPEG_DRAFT_SIDE:
                 image.draft(None, (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
             image.load()
     except Image.DecompressionBombError:
@@ -89,6 +91,11 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise BadRequest(f"the image could not be decoded: {exc}") from None
     return image
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """An MPO's EXIF orientation applied here: the pre-processing applies it for plain JPEGs only."""
+    return ImageOps.exif_transpose(image) if image.format == "MPO" else image
 
 
 def eight_bit(image: Image.Image) -> Image.Image:
@@ -119,7 +126,7 @@ def grayscale_of(image: Image.Image) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about a corrupt EXIF block and reads what it can
-            image = working_image(eight_bit(image))  # and the full-size decode is released
+            image = working_image(eight_bit(upright(image)))  # and the full-size decode is released
             return to_grayscale(image)
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, TypeError, KeyError) as exc:
         raise BadRequest(f"the image could not be converted to grayscale: {exc}") from None

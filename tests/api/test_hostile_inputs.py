@@ -82,6 +82,11 @@ def sixteen_bit_png() -> bytes:
     return encoded(image, "PNG")
 
 
+def mpo() -> bytes:
+    """A JPEG followed by a second picture (an MPF segment, as many cameras write): the first is read."""
+    return encoded(digit().convert("RGB"), "MPO", save_all=True, append_images=[digit("digit-3.png").convert("RGB")])
+
+
 def cmyk_jpeg() -> bytes:
     image = digit().convert("CMYK")
     return encoded(image, "JPEG", quality=95)
@@ -309,6 +314,8 @@ CASES = [
     Case("multipage-tiff-first-page", "POST", "/classify-image", lambda: upload(multipage_tiff(), "image/tiff"), 200,
          check=label_is("7")),
     Case("sixteen-bit-png", "POST", "/classify-image", lambda: upload(sixteen_bit_png()), 200, check=label_is("7")),
+    Case("mpo-jpeg-first-picture", "POST", "/classify-image", lambda: upload(mpo(), "image/jpeg"), 200,
+         check=label_is("7")),
     Case("cmyk-jpeg", "POST", "/classify-image", lambda: upload(cmyk_jpeg(), "image/jpeg"), 200, check=label_is("7")),
     Case("transparent-png", "POST", "/classify-image", lambda: upload(transparent_png()), 200, check=label_is("7")),
     # One flat colour has no digit to read: a clear 422, not a guess.

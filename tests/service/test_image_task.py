@@ -162,3 +162,15 @@ def test_the_configured_image_count_is_enforced_on_tensors():
     assert len(task.decode_tensors({"image": np.zeros((2, 1, 28, 28), np.float32)}, {}).rows) == 2
     with pytest.raises(InvalidInput, match="3 images in one request; at most 2"):
         task.decode_tensors({"image": np.zeros((3, 1, 28, 28), np.float32)}, {})
+
+
+def test_a_multi_picture_jpeg_reads_its_first_picture_upright(digits):
+    first, second = Image.fromarray(255 - digits[5]).convert("RGB"), Image.fromarray(255 - digits[9]).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the stored picture is rotated; the viewer turns it 90 degrees clockwise
+    out = io.BytesIO()
+    first.rotate(90, expand=True).save(out, format="MPO", save_all=True, append_images=[second], exif=exif, quality=95)
+    image = open_image(out.getvalue())
+    assert image.format == "MPO"
+    reference = digit_to_mnist(to_grayscale(first))
+    assert shift_tolerant_difference(digit_to_mnist(grayscale_of(image)), reference) < 0.05

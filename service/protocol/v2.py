@@ -6,6 +6,7 @@ Only the wire format lives here; what a tensor means for a model is the task's b
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any, Optional
 
@@ -86,7 +87,7 @@ def to_array(tensor: RequestInput, binary: bytes | None) -> np.ndarray:
         raise BadRequest(f"input {tensor.name}: unknown datatype {tensor.datatype!r}; one of {', '.join(DATATYPES)}")
     if any(d < 0 for d in tensor.shape):
         raise BadRequest(f"input {tensor.name}: shape {tensor.shape} has a negative dimension")
-    count = int(np.prod(tensor.shape, dtype=np.int64)) if tensor.shape else 1
+    count = math.prod(tensor.shape)  # Python integers: a product past 2**63 must not wrap to a small one
     if count > 50_000_000:
         raise BadRequest(f"input {tensor.name}: shape {tensor.shape} is too large")
     dtype = DATATYPES[tensor.datatype]

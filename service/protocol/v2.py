@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.errors import BadRequest
+from service.errors import BadRequest, InferenceFailed, ServiceError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Request parameters that belong to the protocol or to Triton, not to a model.
@@ -178,6 +178,16 @@ def _binary_of(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
+def _not_in_json(name: str, array: np.ndarray) -> ServiceError:
+    """JSON has no infinity or NaN: an output that holds one cannot be answered as JSON."""
+    if np.isnan(array).any():
+        return InferenceFailed(f"output {name} holds NaN")
+    return BadRequest(
+        f"output {name} holds values beyond the range of {_datatype_of(array)}, which JSON cannot carry: "
+        "scale the input down, or ask for the output in binary (binary_data)"
+    )
+
+
 def encode_response(
     model: str, version: str, request: InferenceRequest, outputs: dict[str, np.ndarray]
 ) -> tuple[bytes, dict[str, str]]:
@@ -197,6 +207,8 @@ def encode_response(
         elif array.dtype == object:
             entry["data"] = [v.decode("utf-8", "replace") for v in array.reshape(-1)]
         else:
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise _not_in_json(output.name, array)
             entry["data"] = array.reshape(-1).tolist()
         described.append(entry)
     head = {"model_name": model, "model_version": version, "outputs": described}

@@ -181,6 +181,13 @@ def finite_forecast(horizon: int, near: float | None = None, tolerance: float = 
     return check
 
 
+def finite_v2_output(name: str, size: int) -> Callable[[dict], None]:
+    def check(body: dict) -> None:
+        (output,) = [o for o in body["outputs"] if o["name"] == name]
+        assert len(output["data"]) == size and all(math.isfinite(v) for v in output["data"]), body
+    return check
+
+
 def raw_json(text: str | bytes) -> dict:
     return {"content": text.encode() if isinstance(text, str) else text, "headers": JSON}
 
@@ -280,6 +287,10 @@ CASES = [
          check=finite_forecast(12)),
     Case("mixed-magnitudes", "POST", "/predict-sequence", {"json": {"series": [1e-300, 1e300] * 24}}, 200,
          check=finite_forecast(12)),
+    Case("alternating-extremes", "POST", "/predict-sequence", {"json": {"series": [1.7e308, -1.7e308] * 24}}, 200,
+         check=finite_forecast(12)),
+    Case("subnormal-values", "POST", "/predict-sequence", {"json": {"series": [5e-324] * 48}}, 200,
+         check=finite_forecast(12)),
     Case("horizon-negative", "POST", "/predict-sequence", {"json": {"series": SERIES, "horizon": -3}}, 422,
          "invalid_input"),
     Case("horizon-zero", "POST", "/predict-sequence", {"json": {"series": SERIES, "horizon": 0}}, 422, "invalid_input"),
@@ -361,6 +372,13 @@ CASES = [
          400),
     Case("v2-lone-surrogate", "POST", "/v2/models/sentiment-transformer/infer",
          raw_json(r'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["\ud800"]}]}'), 400),
+    # A forecast beyond FP32's range: JSON has no Infinity, so the answer is a 400 that says so, not broken JSON.
+    Case("v2-forecast-beyond-fp32", "POST", "/v2/models/forecast-lstm/infer",
+         v2_json({"inputs": [{"name": "history", "shape": [1, 40], "datatype": "FP32", "data": [3.3e38, -3.3e38] * 20}]}),
+         400),
+    Case("v2-history-large-but-representable", "POST", "/v2/models/forecast-lstm/infer",
+         v2_json({"inputs": [{"name": "history", "shape": [1, 40], "datatype": "FP32", "data": [1e37, -1e37] * 20}]}),
+         200, check=finite_v2_output("forecast", 12)),
     Case("v2-history-strings", "POST", "/v2/models/forecast-lstm/infer",
          v2_json({"inputs": [{"name": "history", "shape": [1, 2], "datatype": "FP32", "data": ["1", "2"]}]}), 400),
     Case("v2-horizon-not-a-number", "POST", "/v2/models/forecast-lstm/infer",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
 
@@ -9,6 +10,7 @@ import uvicorn
 
 from service.app import create_app
 from service.auth import KeyFileError, read_keys
+from service.http_protocol import bounded_httptools_protocol
 from service.logs import configure_logging
 from service.registry import ModelRegistry, RepositoryError
 from service.runtime import ProviderUnavailable, plan_providers
@@ -47,6 +49,13 @@ class DrainingServer(uvicorn.Server):
         timer.start()
 
 
+def http_protocol(settings: Settings):
+    """httptools (bounded head) unless h11 is asked for or httptools is missing."""
+    if settings.http == "h11" or importlib.util.find_spec("httptools") is None:
+        return "h11"
+    return bounded_httptools_protocol(settings.max_header_kb * 1024)
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level, settings.log_format)
@@ -59,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        http=settings.http,
+        http=http_protocol(settings),
+        h11_max_incomplete_event_size=settings.max_header_kb * 1024,
         loop=settings.loop,
         timeout_graceful_shutdown=settings.drain_s,
         log_config=None,  # configure_logging: text or JSON lines, with request ids

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     )
 
     max_request_mb: float = Field(8.0, gt=0, description="largest request body accepted (413 beyond)")
+    max_header_kb: int = Field(64, ge=1, description="largest request line plus headers (431 beyond, connection closed)")
     max_image_pixels: int = Field(
         DEFAULT_LIMITS.image_pixels, ge=1, description="largest image (width x height) decoded; 413 beyond, refused before decoding"
     )

@@ -82,8 +82,10 @@ def open_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
             if image.format in JPEG_FAMILY and min(image.size) >= 2 * JPEG_DRAFT_SIDE:
                 image.draft(None, (JPEG_DRAFT_SIDE, JPEG_DRAFT_SIDE))
             image.load()
-    except Image.DecompressionBombError:
-        raise PayloadTooLarge("the image is too large to decode") from None
+    except Image.DecompressionBombError:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS, refused the header
+        raise PayloadTooLarge(
+            f"image has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; at most {max_pixels:,}"
+        ) from None
     except UnidentifiedImageError:
         if data.startswith(SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
             raise BadRequest("the image is corrupt or truncated and could not be decoded") from None

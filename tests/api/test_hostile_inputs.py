@@ -151,6 +151,7 @@ class Case:
     code: str | None = None  # the typed error code; None for the V2 shape or for a 200
     check: Callable[[dict], None] | None = None  # for a 200: what a sane answer looks like
     raw: Callable[[], bytes] | None = field(default=None)  # send these bytes instead of an httpx request
+    says: str | None = None  # a phrase the error message must contain, where the status alone could mislead
 
 
 def label_is(expected: str) -> Callable[[dict], None]:
@@ -259,12 +260,14 @@ CASES = [
     Case("lone-surrogate", "POST", "/sentiment", raw_json(r'{"text": "bad \ud800 half"}'), 422, "invalid_input"),
     Case("ten-thousand-emoji", "POST", "/sentiment", {"json": {"text": "\U0001F600" * 10_000}}, 200,
          check=sentiment_results(1)),  # one word of emoji: one unknown token
-    Case("too-many-emoji", "POST", "/sentiment", {"json": {"text": "\U0001F600" * 10_001}}, 422, "invalid_input"),
+    Case("too-many-emoji", "POST", "/sentiment", {"json": {"text": "\U0001F600" * 10_001}}, 422, "invalid_input",
+         says="at most 10,000"),
     Case("nul-and-bidi-controls", "POST", "/sentiment",
          {"json": {"texts": ["great\u0000 film", "\u202egood\u202c \u2066bad\u2069 \u200f", "\ufeff\u0007"]}}, 200,
          check=sentiment_results(3)),
     Case("whitespace-only", "POST", "/sentiment", {"json": {"text": " \t\n\u3000"}}, 422, "invalid_input"),
-    Case("too-many-texts", "POST", "/sentiment", {"json": {"texts": ["fine"] * 65}}, 422, "invalid_input"),
+    Case("too-many-texts", "POST", "/sentiment", {"json": {"texts": ["fine"] * 65}}, 422, "invalid_input",
+         says="65 texts in one request; at most 64"),
     Case("text-is-a-number", "POST", "/sentiment", {"json": {"text": 42}}, 422, "invalid_input"),
     Case("texts-nested", "POST", "/sentiment", {"json": {"texts": [["nested"]]}}, 422, "invalid_input"),
     Case("unknown-field-text", "POST", "/sentiment", {"json": {"text": "fine", "lang": "en"}}, 422, "invalid_input"),
@@ -276,7 +279,8 @@ CASES = [
     Case("series-string", "POST", "/predict-sequence", series_with('"twelve"'), 422, "invalid_input"),
     Case("series-nested-list", "POST", "/predict-sequence", series_with("[1, 2]"), 422, "invalid_input"),
     Case("series-not-a-list", "POST", "/predict-sequence", {"json": {"series": 5}}, 422, "invalid_input"),
-    Case("series-too-long", "POST", "/predict-sequence", {"json": {"series": [1.0] * 100_001}}, 422, "invalid_input"),
+    Case("series-too-long", "POST", "/predict-sequence", {"json": {"series": [1.0] * 100_001}}, 422, "invalid_input",
+         says="at most 100,000"),
     Case("constant-series", "POST", "/predict-sequence", {"json": {"series": [7.5] * 48, "horizon": 6}}, 200,
          check=finite_forecast(6, near=7.5)),
     Case("all-zero-series", "POST", "/predict-sequence", {"json": {"series": [0.0] * 48, "horizon": 6}}, 200,
@@ -295,7 +299,7 @@ CASES = [
          "invalid_input"),
     Case("horizon-zero", "POST", "/predict-sequence", {"json": {"series": SERIES, "horizon": 0}}, 422, "invalid_input"),
     Case("horizon-huge", "POST", "/predict-sequence", {"json": {"series": SERIES, "horizon": 10**40}}, 422,
-         "invalid_input"),
+         "invalid_input", says="maximum of"),
     Case("horizon-fractional", "POST", "/predict-sequence", {"json": {"series": SERIES, "horizon": 2.5}}, 422,
          "invalid_input"),
     Case("period-unsupported", "POST", "/predict-sequence", {"json": {"series": SERIES, "period": 7}}, 422,
@@ -310,10 +314,12 @@ CASES = [
     Case("truncated-png", "POST", "/classify-image", lambda: upload(encoded(digit(), "PNG")[:300]), 400, "bad_request"),
     Case("truncated-jpeg", "POST", "/classify-image",
          lambda: upload(encoded(digit().convert("RGB"), "JPEG")[:400], "image/jpeg"), 400, "bad_request"),
-    Case("png-bomb-20000", "POST", "/classify-image", lambda: upload(png_bomb(20_000, 20_000)), 413, "payload_too_large"),
-    Case("png-bomb-12000", "POST", "/classify-image", lambda: upload(png_bomb(12_000, 12_000)), 413, "payload_too_large"),
+    Case("png-bomb-20000", "POST", "/classify-image", lambda: upload(png_bomb(20_000, 20_000)), 413, "payload_too_large",
+         says="pixels; at most 16,000,000"),
+    Case("png-bomb-12000", "POST", "/classify-image", lambda: upload(png_bomb(12_000, 12_000)), 413, "payload_too_large",
+         says="image is 12000x12000 = 144,000,000 pixels; at most 16,000,000"),
     Case("png-one-pixel-over", "POST", "/classify-image", lambda: upload(png_bomb(4_001, 4_000)), 413,
-         "payload_too_large"),
+         "payload_too_large", says="at most 16,000,000"),
     Case("gif-bomb-header", "POST", "/classify-image",
          upload(b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00\x00\x00" + b",\x00\x00\x00\x00"
                 + struct.pack("<HH", 65535, 65535) + b"\x00\x02\x02\x44\x01\x00;", "image/gif"), 413,
@@ -332,7 +338,8 @@ CASES = [
     # One flat colour has no digit to read: a clear 422, not a guess.
     Case("one-pixel-image", "POST", "/classify-image", lambda: upload(encoded(Image.new("L", (1, 1), 0), "PNG")), 422,
          "invalid_input"),
-    Case("all-white-image", "POST", "/classify-image", lambda: upload(png_bomb(4_000, 4_000)), 422, "invalid_input"),
+    Case("all-white-image", "POST", "/classify-image", lambda: upload(png_bomb(4_000, 4_000)), 422, "invalid_input",
+         says="no visible digit"),
     Case("ppm-image", "POST", "/classify-image", lambda: upload(encoded(digit(), "PPM"), "image/x-portable-pixmap"), 415,
          "unsupported_media_type"),
     Case("empty-file", "POST", "/classify-image", upload(b""), 400, "bad_request"),
@@ -375,7 +382,7 @@ CASES = [
     # A forecast beyond FP32's range: JSON has no Infinity, so the answer is a 400 that says so, not broken JSON.
     Case("v2-forecast-beyond-fp32", "POST", "/v2/models/forecast-lstm/infer",
          v2_json({"inputs": [{"name": "history", "shape": [1, 40], "datatype": "FP32", "data": [3.3e38, -3.3e38] * 20}]}),
-         400),
+         400, says="beyond the range of FP32"),
     Case("v2-history-large-but-representable", "POST", "/v2/models/forecast-lstm/infer",
          v2_json({"inputs": [{"name": "history", "shape": [1, 40], "datatype": "FP32", "data": [1e37, -1e37] * 20}]}),
          200, check=finite_v2_output("forecast", 12)),
@@ -386,7 +393,7 @@ CASES = [
                   "inputs": [{"name": "history", "shape": [1, len(SERIES)], "datatype": "FP32", "data": SERIES}]}), 400),
     Case("v2-binary-nan-history", "POST", "/v2/models/forecast-lstm/infer",
          v2_binary(HISTORY_HEAD, np.asarray([math.nan] * len(SERIES), dtype="<f4").tobytes(),
-                   len(json.dumps(HISTORY_HEAD))), 400),
+                   len(json.dumps(HISTORY_HEAD))), 400, says="finite"),
     Case("v2-binary-header-length-too-long", "POST", "/v2/models/forecast-lstm/infer",
          v2_binary(HISTORY_HEAD, BINARY_SERIES, len(json.dumps(HISTORY_HEAD)) + len(BINARY_SERIES) + 1), 400),
     Case("v2-binary-header-length-cuts-json", "POST", "/v2/models/forecast-lstm/infer",
@@ -408,7 +415,8 @@ CASES = [
                      "parameters": {"binary_data_size": 300 * 784 * 4}}]},
         np.zeros((300, 1, 28, 28), "<f4").tobytes(),
         len(json.dumps({"inputs": [{"name": "image", "shape": [300, 1, 28, 28], "datatype": "FP32",
-                                    "parameters": {"binary_data_size": 300 * 784 * 4}}]}))), 400),
+                                    "parameters": {"binary_data_size": 300 * 784 * 4}}]}))), 400,
+         says="300 images in one request; at most 256"),
     Case("v2-body-over-limit", "POST", "/v2/models/sentiment-transformer/infer",
          v2_json(texts_tensor(["a" * (3 * MB)])), 413),
 ]
@@ -447,6 +455,8 @@ def test_hostile_request(server, case: Case):
     else:
         assert headers.get("content-type", "").startswith("application/json"), headers
         assert_error_shape(status, json.loads(text), case)
+        if case.says:
+            assert case.says in text, text
 
 
 def test_server_still_answers_normally_afterwards(server):

@@ -20,7 +20,7 @@ from service.app import create_app
 from service.settings import Settings
 from tests.conftest import MODEL_NAMES, start_server
 
-EXAMPLES_PER_OPERATION = 30
+EXAMPLES_PER_OPERATION = 50
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,9 @@ class Task(ABC):
     # Decode on the bounded decode pool (e.g. image decompression) instead of on the event loop.
     blocking_decode: ClassVar[bool] = False
 
-    def __init__(self, preprocessing: Any, labels: Sequence[str], version_dir: Path, *, limits: InputLimits = DEFAULT_LIMITS):
+    def __init__(
+        self, preprocessing: Any, labels: Sequence[str], version_dir: Path, *, limits: InputLimits = DEFAULT_LIMITS
+    ):
         """The manifest's preprocessing and labels; version_dir holds any asset file (a tokenizer);
         limits: what one request may ask (the service's settings), enforced in decode."""
         self.preprocessing = preprocessing

@@ -5,7 +5,7 @@ answer matches the schema declared for its status.
 Left out, each for a reason: /v2/repository/* (model control: an unload would take a model away from
 the rest of the run; it has its own tests), and GET / and /metrics are not in the schema (an HTML
 page and Prometheus text). Examples per operation are bounded and derandomised, so a run is
-repeatable and takes a minute or two.
+repeatable and takes well under a minute.
 """
 
 from __future__ import annotations

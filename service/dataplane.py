@@ -18,7 +18,7 @@ from pydantic import BaseModel
 import numpy as np
 
 from service.batching import BatchStats, DynamicBatcher
-from service.errors import DeadlineExceeded, InvalidInput, ServiceError
+from service.errors import DeadlineExceeded, InvalidInput, Overloaded, ServiceError
 from service.faults import FaultInjector
 from service.metrics import Metrics
 from service.protocol.v2 import DATATYPES
@@ -68,6 +68,7 @@ class DataPlane:
         self.decode_pool = decode_pool
         self.run_slots = asyncio.Semaphore(settings.inference_workers)
         self.faults = FaultInjector.from_environment()
+        self._decoding = 0  # requests decoding or waiting for a decode thread
         self._batchers: weakref.WeakSet[DynamicBatcher] = weakref.WeakSet()  # to stop them on shutdown
         self.stats: dict[tuple[str, str], ModelStats] = {}
 
@@ -174,7 +175,18 @@ class DataPlane:
     async def decode(self, entry: ModelEntry, request: BaseModel):
         task = entry.task
         if task.blocking_decode:
-            decoded = await asyncio.get_running_loop().run_in_executor(self.decode_pool, task.decode, request)
+            # Uploads waiting for a decoder hold their bodies: beyond max_decode_backlog they are turned away.
+            if self._decoding >= self.settings.max_decode_backlog:
+                raise Overloaded(
+                    f"{self._decoding} uploads are waiting to be decoded (limit {self.settings.max_decode_backlog}); "
+                    "retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+            self._decoding += 1
+            try:
+                decoded = await asyncio.get_running_loop().run_in_executor(self.decode_pool, task.decode, request)
+            finally:
+                self._decoding -= 1
         else:
             decoded = task.decode(request)
         # Refuse here what the model would refuse in a batch, so a bad input fails only its own request.

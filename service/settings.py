@@ -53,6 +53,9 @@ class Settings(BaseSettings):
         "models not named keep their defaults",
     )
     max_queue_rows: int = Field(1024, ge=1, description="rows that may wait per model; beyond, 503 with Retry-After")
+    max_decode_backlog: int = Field(
+        32, ge=1, description="uploads decoding or waiting for a decode thread, across models; beyond, 503 with Retry-After"
+    )
     variants: dict[str, str] = Field(
         default_factory=dict,
         description='per-model variant as JSON, e.g. {"sentiment-transformer": "fp32"}; default: the manifest\'s served_variant',

@@ -3,6 +3,7 @@ and a bounded load far past capacity gets only right answers or 503/504, with me
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import socket
@@ -12,6 +13,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.load import run_load
@@ -119,3 +121,24 @@ def test_load_far_past_capacity_gets_right_answers_or_503_and_memory_comes_back(
             answer = client.post("/sentiment", json={"text": "What a delight."}, timeout=10)
             assert answer.status_code == 200 and answer.json()["results"][0]["label"] == "positive"
             assert answer.elapsed.total_seconds() < 5  # it answers at once, not after a backlog
+
+
+def test_uploads_past_the_decode_backlog_are_turned_away_at_once(api_repository, tmp_path):
+    image = Image.new("L", (3000, 3000), 255)
+    ImageDraw.Draw(image).line([(800, 700), (2200, 700), (1300, 2400)], fill=0, width=220)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    png = buffer.getvalue()
+    repository = repository_of(api_repository, tmp_path / "repository", "mnist-cnn")
+    args = ("--decode-workers", "1", "--max-decode-backlog", "2")
+    with start_server(repository, tmp_path / "log", *args) as server, server.client() as client:
+        def classify(_):
+            return client.post("/classify-image", files={"file": ("7.png", png, "image/png")})
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(classify, range(12)))
+        statuses = sorted(a.status_code for a in answers)
+        assert set(statuses) == {200, 503}, statuses
+        assert all(a.json()["label"] == "7" for a in answers if a.status_code == 200)
+        turned_away = [a for a in answers if a.status_code == 503]
+        assert all(a.json()["error"]["code"] == "overloaded" and a.headers["retry-after"] == "1" for a in turned_away)

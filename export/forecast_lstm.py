@@ -34,9 +34,9 @@ from service.manifest import (
     TrainingRecord,
     sha256_of,
 )
-from service.preprocessing.series import CONTEXT_FEATURES, MIN_HISTORY, SCALING, STEP_FEATURES, theta_changes
+from service.preprocessing.series import CONTEXT_FEATURES, INTERVAL_LEVELS, MIN_HISTORY, SCALING, STEP_FEATURES, theta_changes
 from service.batch_policy import DEFAULT_BATCHING
-from service.tasks.forecast import ForecastRequest, ForecastTask
+from service.tasks.forecast import ForecastRequest, ForecastResponse, ForecastTask
 
 NAME, VERSION = "forecast-lstm", "1"
 HORIZON_MAX = 24
@@ -56,7 +56,7 @@ def hyperparameters(quick: bool) -> dict:
         "weight_decay": 1e-4,
         "clip": 1.0,
         "batch_size": 64 if quick else 256,
-        "steps": 30 if quick else 2000,
+        "steps": 30 if quick else 3000,
         "eval_every": 15 if quick else 250,
         "max_origins": 24 if quick else 200,  # training windows per series, evenly spread
         "series_per_frequency": 6 if quick else 0,  # 0 = all
@@ -94,7 +94,8 @@ def spec(hp: dict, feeds: dict[str, np.ndarray]) -> ExportSpec:
             TensorSpec(name="context", dtype="float32", shape=["batch", len(CONTEXT_FEATURES)]),
             TensorSpec(name="theta", dtype="float32", shape=["batch", hp["horizon_max"]]),
         ),
-        outputs=(TensorSpec(name="forecast", dtype="float32", shape=["batch", hp["horizon_max"]]),),
+        # Row 0: the point forecast (log change from the level); rows 1-2: the 80% and 95% half-widths.
+        outputs=(TensorSpec(name="forecast", dtype="float32", shape=["batch", 1 + len(INTERVAL_LEVELS), hp["horizon_max"]]),),
         make_inputs=make_inputs,
         batch_sizes=(1, 3, 8, 64),
     )
@@ -152,17 +153,34 @@ def classical_forecasts(tasks: list[HeldOutCase], max_history: int | None, desc:
     return forecasts
 
 
-def service_forecasts(session: ort.InferenceSession, task: ForecastTask, tasks: list[HeldOutCase], give_period: bool) -> list[np.ndarray]:
-    """Forecasts through the exact request path: ForecastRequest -> decode -> ONNX -> encode."""
-    forecasts = []
-    for item in tasks:
+def service_responses(session: ort.InferenceSession, task: ForecastTask, cases: list[HeldOutCase], give_period: bool) -> list[ForecastResponse]:
+    """Responses through the exact request path: ForecastRequest -> decode -> ONNX -> encode."""
+    responses = []
+    for item in cases:
         request = ForecastRequest(
             series=item.history.tolist(), horizon=len(item.actual), period=item.period if give_period else None
         )
         decoded = task.decode(request)
         outputs = session.run(None, task.collate(decoded.rows))
-        forecasts.append(np.array(task.encode(outputs, decoded, NAME, VERSION).forecast))
-    return forecasts
+        responses.append(task.encode(outputs, decoded, NAME, VERSION))
+    return responses
+
+
+def service_forecasts(session: ort.InferenceSession, task: ForecastTask, cases: list[HeldOutCase], give_period: bool) -> list[np.ndarray]:
+    return [np.array(r.forecast) for r in service_responses(session, task, cases, give_period)]
+
+
+def coverage(cases: list[HeldOutCase], responses: list[ForecastResponse]) -> dict[str, float]:
+    """Share of actual values inside each prediction interval, over every step of every series (percent)."""
+    result = {}
+    for index, level in enumerate(INTERVAL_LEVELS):
+        inside = np.concatenate([
+            (np.array(r.intervals[index].lower) <= c.actual) & (c.actual <= np.array(r.intervals[index].upper))
+            for c, r in zip(cases, responses)
+        ])
+        assert all(r.intervals[index].level == level for r in responses)
+        result[f"coverage_{round(level * 100)}"] = round(float(100.0 * inside.mean()), 2)
+    return result
 
 
 def accuracy(tasks: list[HeldOutCase], forecasts: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -233,14 +251,17 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     served = scores(cases, service_forecasts(session, task, cases, give_period=True))
     detected = scores(cases, service_forecasts(session, task, cases, give_period=False))
     served["smape_period_detected"] = detected["smape"]
-    val_outputs = session.run(None, validation_feeds)[0]
+    val_outputs = session.run(None, validation_feeds)[0][:, 0]
     served["smape_validation"] = round(mean_smape(val_outputs, val_scaling, val_actuals), 4)
     timed = time.perf_counter()
     baselines = {name: scores(cases, f) for name, f in classical_forecasts(cases, hp["baseline_history"], "baselines").items()}
 
     external = {period: tourism_cases(period, hp["tourism_per_frequency"]) for period in TOURISM_HORIZON}
     for period, tourism_set in external.items():
-        served.update(tourism_scores(tourism_set, service_forecasts(session, task, tourism_set, give_period=True)))
+        responses = service_responses(session, task, tourism_set, give_period=True)
+        served.update(tourism_scores(tourism_set, [np.array(r.forecast) for r in responses]))
+        prefix = f"tourism_{FREQUENCY_NAMES[period]}"
+        served.update({f"{prefix}/{name}": value for name, value in coverage(tourism_set, responses).items()})
         for name, forecasts in classical_forecasts(tourism_set, None, f"Tourism {FREQUENCY_NAMES[period]} baselines").items():
             baselines[name].update(tourism_scores(tourism_set, forecasts))
     timings["baselines"] = time.perf_counter() - timed
@@ -278,7 +299,9 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             + (f"; {hp['members']} seeds averaged in one graph" if hp["members"] > 1 else "")
             + "; the graph mixes it with the Theta method (computed in the service's numpy pre-processing) by one "
             f"weight per period, chosen on the validation tails (network weight: yearly {weights['1']:g}, "
-            f"quarterly {weights['4']:g}, monthly {weights['12']:g})."
+            f"quarterly {weights['4']:g}, monthly {weights['12']:g}). 80% and 95% prediction intervals are split-conformal: "
+            "per period and step, validation quantiles of the log error in units of the series' mean absolute change "
+            "over one period of its deseasonalised logs; steps past the validation tail widen like sqrt(step)."
         ),
         sha256=sha256_of(ctx.model_path),
         opset=export_spec.opset,
@@ -329,7 +352,8 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
                 "history). The model is scored through ForecastTask + ONNX Runtime with the known period "
                 "(smape_period_detected: period left to the service's detection); baselines are statsforecast with "
                 "season_length = period. sMAPE and MAPE in percent (MAPE over non-zero actuals), MASE scaled by the "
-                "in-sample seasonal naive error"
+                "in-sample seasonal naive error; coverage_80/95: percent of Tourism actuals inside the served 80%/95% "
+                "prediction intervals"
             ),
             n=len(series) + sum(tourism_sizes.values()),
             model=served,

@@ -24,9 +24,11 @@ from models.series_data import Series, load_series
 from models.training import Trained, TrainingContextLike, progress, seed_everything
 from service.preprocessing.series import (
     CONTEXT_FEATURES,
+    INTERVAL_LEVELS,
     MIN_HISTORY,
     PERIODS,
     STEP_FEATURES,
+    residual_scale,
     scale_targets,
     scale_windows,
     theta_changes,
@@ -63,18 +65,54 @@ class ForecastLSTM(nn.Module):
 
 
 class ThetaCombination(nn.Module):
-    """(window, context, theta (B, H_max)) -> w * network(window, context) + (1 - w) * theta, w by period.
+    """(window, context, theta (B, H_max)) -> (B, 3, H_max): the point forecast w * network + (1 - w) * theta,
+    then the 80% and 95% interval half-widths; w and the half-widths by period.
 
-    The period comes from the context's one-hot columns (yearly, quarterly, monthly), in PERIODS order."""
+    The period comes from the context's one-hot columns (yearly, quarterly, monthly), in PERIODS order; it
+    selects by multiplication and a sum (no MatMul, so weight quantisation leaves these constants alone)."""
 
-    def __init__(self, network: nn.Module):
+    def __init__(self, network: nn.Module, horizon: int):
         super().__init__()
         self.network = network
         self.register_buffer("weights", torch.ones(len(PERIODS)))
+        self.register_buffer("half_widths", torch.ones(len(PERIODS), len(INTERVAL_LEVELS), horizon))
+
+    def point(self, window: torch.Tensor, context: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        one_hot = context[:, : len(PERIODS)]
+        weight = (one_hot * self.weights).sum(dim=1, keepdim=True)
+        return weight * self.network(window, context) + (1.0 - weight) * theta
 
     def forward(self, window: torch.Tensor, context: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        weight = (context[:, : len(PERIODS)] @ self.weights)[:, None]
-        return weight * self.network(window, context) + (1.0 - weight) * theta
+        one_hot = context[:, : len(PERIODS), None, None]
+        half_widths = (one_hot * self.half_widths[None]).sum(dim=1)
+        return torch.cat([self.point(window, context, theta)[:, None, :], half_widths], dim=1)
+
+
+def interval_half_widths(point: np.ndarray, scaling, actuals: list[np.ndarray], horizon: int) -> np.ndarray:
+    """Split-conformal half-widths (periods, levels, horizon) from validation errors of the point forecast.
+
+    Per period and step: the ceil((n + 1) level) / n empirical quantile of |actual - forecast| in logs over
+    the series' residual_scale. Steps past the validation tail grow from its last step like sqrt(step)."""
+    scale = residual_scale(scaling.history, scaling.period)
+    padded = np.full((len(actuals), horizon), np.nan)
+    for row, actual in enumerate(actuals):
+        padded[row, : min(len(actual), horizon)] = actual[:horizon]
+    errors = np.abs(scale_targets(padded, scaling) - point[:, :horizon]) / scale[:, None]
+    table = np.ones((len(PERIODS), len(INTERVAL_LEVELS), horizon))
+    for p_index, period in enumerate(PERIODS):
+        rows = errors[scaling.period == period]
+        known = np.flatnonzero(np.isfinite(rows).sum(axis=0) > 0) if len(rows) else np.array([], dtype=int)
+        if known.size == 0:
+            continue
+        for l_index, level in enumerate(INTERVAL_LEVELS):
+            for step in known:
+                column = rows[:, step][np.isfinite(rows[:, step])]
+                rank = min(len(column), int(np.ceil((len(column) + 1) * level)))
+                table[p_index, l_index, step] = np.sort(column)[rank - 1]
+            last = known[-1]
+            beyond = np.arange(last + 1, horizon)
+            table[p_index, l_index, beyond] = table[p_index, l_index, last] * np.sqrt((beyond + 1) / (last + 1))
+    return table
 
 
 def combination_weights(network_out: np.ndarray, theta: np.ndarray, scaling, actuals: list[np.ndarray]) -> np.ndarray:
@@ -230,7 +268,7 @@ def architecture(hp: dict) -> nn.Module:
             dropout=hp["dropout"],
         )
         for _ in range(hp["members"])
-    ]))
+    ]), hp["horizon_max"])
 
 
 def training_data(hp: dict) -> tuple[list[Series], Examples]:
@@ -254,21 +292,25 @@ def train(ctx: TrainingContextLike) -> Trained:
         model, history = train_lstm(examples, validation, hp, hp["seed"] + member)
         members.append(model)
         histories.append(history)
-    combined = ThetaCombination(averaged(members))
+    combined = ThetaCombination(averaged(members), hp["horizon_max"])
     val_steps, val_context, val_scaling, val_actuals = validation
-    theta = theta_changes(val_scaling.history, hp["horizon_max"])
+    theta = theta_changes(val_scaling.history, hp["horizon_max"]).astype(np.float32)
     network_out = predict(combined.network, val_steps, val_context)
     weights = combination_weights(network_out, theta, val_scaling, val_actuals)
     combined.weights.copy_(torch.from_numpy(weights).float())
+    point = predict(combined, val_steps, val_context, theta)[:, 0]
+    half_widths = interval_half_widths(point, val_scaling, val_actuals, hp["horizon_max"])
+    combined.half_widths.copy_(torch.from_numpy(half_widths).float())
     return Trained(
         combined.eval(),
         {
             "histories": histories,
             "combination_weights": {str(p): float(w) for p, w in zip(PERIODS, weights)},
+            "interval_half_widths": {str(p): np.round(half_widths[i], 4).tolist() for i, p in enumerate(PERIODS)},
             "validation_smape": {
                 "network": round(mean_smape(network_out, val_scaling, val_actuals), 4),
                 "theta": round(mean_smape(theta, val_scaling, val_actuals), 4),
-                "combined": round(mean_smape(predict(combined, val_steps, val_context, theta), val_scaling, val_actuals), 4),
+                "combined": round(mean_smape(point, val_scaling, val_actuals), 4),
             },
             "data_s": round(data_s, 1),
             "duration_s": round(time.perf_counter() - started - data_s, 1),

@@ -16,6 +16,11 @@ exponential smoothing plus half the slope of a linear trend) forecasts the same 
 changes from the whole context window; the exported graph mixes it with the network's forecast by a
 weight per period chosen on validation tails.
 
+Prediction intervals are conformal: the graph's second and third rows are half-widths per period,
+level and step, calibrated on validation tails as quantiles of |log error| / ``residual_scale`` (the
+series' own mean absolute change over one period of its deseasonalised logs); ``unscale_intervals`` turns
+them into bounds in the units of the series.
+
 The network reads the last ``window`` steps of the result with an "observed" flag per step, plus the
 period (one-hot), whether the series was deseasonalised and how much of the context is observed. It
 returns log changes from the level for every step up to H_max; ``unscale`` adds the level and the
@@ -37,6 +42,9 @@ LOG_CHANGE_LIMIT = 12.0
 SEASONALITY_Z = 1.645  # one-sided 90%, as in the M4 benchmarks
 FLOAT_MAX = float(np.finfo(np.float64).max)
 THETA_ALPHAS = np.linspace(0.05, 1.0, 20)
+INTERVAL_LEVELS = (0.8, 0.95)
+# The unit of the interval half-widths never falls below 0.1% (a constant history still gets an interval).
+SCALE_FLOOR = 1e-3
 
 SCALING = (
     "per series, on its last `context_window` values: divide by max |x|; if any value <= 0 add a shift "
@@ -48,7 +56,10 @@ SCALING = (
     "Outputs are log changes from the level, clipped to +-12, re-seasonalised, exponentiated, un-shifted and "
     "multiplied back. The Theta method (SES with alpha on a grid of 20 from 0.05 to 1 by least one-step squared "
     "error, plus half the OLS trend slope) forecasts the deseasonalised log changes of the whole context window; "
-    "the graph returns w * network + (1 - w) * theta with one w per period. A missing period is detected on "
+    "the graph returns w * network + (1 - w) * theta with one w per period, and the 80%/95% interval half-widths "
+    "per period and step in units of the series' mean absolute change over one period (lag 1 for period 1) of its "
+    "deseasonalised logs (floor "
+    "1e-3); bounds are point -+ half-width, mapped back like the point. A missing period is detected on "
     "the last `context_window` values with the same test: "
     "12 or 4 (the stronger autocorrelation if both pass), else 1."
 )
@@ -231,6 +242,37 @@ def unscale(outputs: np.ndarray, scaling: Scaling) -> np.ndarray:
     with np.errstate(over="ignore"):
         values = unit * scaling.magnitude[:, None]
     return np.clip(values, -FLOAT_MAX, FLOAT_MAX)
+
+
+def residual_scale(history: np.ndarray, periods: np.ndarray) -> np.ndarray:
+    """Mean |x[t] - x[t - period]| of each row's observed values (N,), lag 1 for period 1, at least SCALE_FLOOR.
+
+    On validation tails this unit gave narrower intervals at the same coverage (a lower interval score) than
+    the one-step change, a detrended standard deviation or no unit at all."""
+    history = np.asarray(history, dtype=np.float64)
+    periods = np.asarray(periods, dtype=np.int64)
+    scale = np.full(len(history), SCALE_FLOOR)
+    for period in np.unique(periods):
+        rows = np.flatnonzero(periods == period)
+        changes = np.abs(history[rows, period:] - history[rows, :-period])
+        count = np.isfinite(changes).sum(axis=1)
+        total = np.where(np.isfinite(changes), changes, 0.0).sum(axis=1)
+        scale[rows] = np.maximum(total / np.maximum(count, 1), SCALE_FLOOR)
+    return scale
+
+
+def unscale_intervals(outputs: np.ndarray, scaling: Scaling, scale: np.ndarray) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """Graph outputs (N, 3, H) -> {level: (lower (N, H), upper (N, H))} in the units of each window.
+
+    Row 0 is the point forecast (log change), rows 1 and 2 the half-widths for INTERVAL_LEVELS in units of
+    `scale`; bounds are the point -+ half-width, mapped back like the point, so lower <= point <= upper."""
+    outputs = np.nan_to_num(np.asarray(outputs, dtype=np.float64))
+    point = outputs[:, 0]
+    bounds = {}
+    for row, level in enumerate(INTERVAL_LEVELS, start=1):
+        half = np.clip(outputs[:, row], 0.0, 2 * LOG_CHANGE_LIMIT) * scale[:, None]
+        bounds[level] = (unscale(point - half, scaling), unscale(point + half, scaling))
+    return bounds
 
 
 def detect_period(series: np.ndarray, window: int) -> int:

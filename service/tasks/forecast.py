@@ -1,4 +1,5 @@
-"""Sequence forecasting API: a numeric series -> one scaled row (and its Theta forecast) -> the next `horizon` values."""
+"""Sequence forecasting API: a numeric series -> one scaled row (and its Theta forecast) -> the next `horizon`
+values with 80% and 95% prediction intervals."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.errors import InvalidInput
 from service.limits import DEFAULT_LIMITS
 from service.manifest import ForecastPreprocessing
-from service.preprocessing.series import MIN_HISTORY, detect_period, right_aligned, scale_windows, theta_changes, unscale
+from service.preprocessing.series import (
+    INTERVAL_LEVELS,
+    MIN_HISTORY,
+    detect_period,
+    residual_scale,
+    right_aligned,
+    scale_windows,
+    theta_changes,
+    unscale,
+    unscale_intervals,
+)
 from service.tasks.base import Decoded, Task, TensorDeclaration
 
 MAX_HISTORY = DEFAULT_LIMITS.series_length  # the default of max_series_length; decode enforces the configured one
@@ -31,11 +42,20 @@ class ForecastRequest(BaseModel):
     )
 
 
+class PredictionInterval(BaseModel):
+    level: float = Field(description="nominal coverage of each step's interval, e.g. 0.8")
+    lower: list[float] = Field(description="lower bound per step, in the units of the series")
+    upper: list[float] = Field(description="upper bound per step, in the units of the series")
+
+
 class ForecastResponse(BaseModel):
     model: str
     version: str
     forecast: list[float] = Field(description="the next `horizon` values, in the units of the series")
     period: Literal[1, 4, 12] = Field(description="the seasonal period used: as given, or as detected")
+    intervals: list[PredictionInterval] = Field(
+        description="80% and 95% prediction intervals per step (conformal, calibrated on validation tails)"
+    )
 
 
 class ForecastTask(Task):
@@ -67,7 +87,12 @@ class ForecastTask(Task):
         theta = theta_changes(scaling.history, spec.horizon_max).astype(np.float32)
         return Decoded(
             rows=[(steps[0], context[0], theta[0])],
-            context={"scaling": scaling, "horizon": request.horizon, "period": period},
+            context={
+                "scaling": scaling,
+                "horizon": request.horizon,
+                "period": period,
+                "scale": residual_scale(scaling.history, scaling.period),  # the unit of the interval half-widths
+            },
         )
 
     def collate(self, rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -91,11 +116,21 @@ class ForecastTask(Task):
 
     def encode_tensors(self, outputs: list[np.ndarray], decoded: Decoded) -> dict[str, np.ndarray]:
         horizon = decoded.context["horizon"]
-        return {"forecast": unscale(outputs[0][:, :horizon], decoded.context["scaling"]).astype(np.float32)}
+        return {"forecast": unscale(outputs[0][:, 0, :horizon], decoded.context["scaling"]).astype(np.float32)}
 
     def encode(self, outputs: list[np.ndarray], decoded: Decoded, model: str, version: str) -> ForecastResponse:
         horizon = decoded.context["horizon"]
-        forecast = unscale(outputs[0][:, :horizon], decoded.context["scaling"])[0]
+        scaling = decoded.context["scaling"]
+        forecast = unscale(outputs[0][:, 0, :horizon], scaling)[0]
+        bounds = unscale_intervals(outputs[0][:, :, :horizon], scaling, decoded.context["scale"])
         return ForecastResponse(
-            model=model, version=version, forecast=[float(v) for v in forecast], period=int(decoded.context["period"])
+            model=model,
+            version=version,
+            forecast=[float(v) for v in forecast],
+            period=int(decoded.context["period"]),
+            intervals=[
+                PredictionInterval(level=level, lower=[float(v) for v in bounds[level][0][0]],
+                                   upper=[float(v) for v in bounds[level][1][0]])
+                for level in INTERVAL_LEVELS
+            ],
         )

@@ -45,6 +45,23 @@ def test_forecast_is_in_the_series_units(client, air_passengers):
     assert 0.5 * level < base.mean() < 2.0 * level
 
 
+def test_intervals_nest_around_the_forecast_in_the_series_units(client, air_passengers):
+    history, _ = air_passengers
+    bodies = [
+        client.post("/predict-sequence", json={"series": [float(v) * factor for v in history], "horizon": 18, "period": 12}).json()
+        for factor in (1.0, 1000.0)
+    ]
+    for body in bodies:
+        assert [i["level"] for i in body["intervals"]] == [0.8, 0.95]
+        forecast = np.array(body["forecast"])
+        low80, low95 = (np.array(i["lower"]) for i in body["intervals"])
+        high80, high95 = (np.array(i["upper"]) for i in body["intervals"])
+        assert len(low80) == len(high95) == 18
+        assert np.all(low95 <= low80) and np.all(low80 <= forecast) and np.all(forecast <= high80) and np.all(high80 <= high95)
+        assert np.all(high95 > low95)
+    np.testing.assert_allclose(bodies[1]["intervals"][1]["upper"], np.array(bodies[0]["intervals"][1]["upper"]) * 1000.0, rtol=1e-3)
+
+
 def test_period_is_echoed_or_detected(client, air_passengers):
     history, _ = air_passengers
     detected = client.post("/predict-sequence", json={"series": list(history[-48:]), "horizon": 3}).json()

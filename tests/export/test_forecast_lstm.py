@@ -14,11 +14,12 @@ from export.forecast_lstm import (
     preprocessing,
     seasonal_naive,
     service_forecasts,
+    service_responses,
     tourism_cases,
 )
-from models.lstm import COMBINATION_GRID, combination_weights, smape, tail_inputs, training_examples
+from models.lstm import COMBINATION_GRID, combination_weights, interval_half_widths, smape, tail_inputs, training_examples
 from models.series_data import MIN_LENGTH, PERIODS, TEST_HORIZON, TOURISM_HORIZON, load_series, overlaps_tourism, tourism
-from service.preprocessing.series import scale_targets, theta_changes
+from service.preprocessing.series import residual_scale, scale_targets, theta_changes
 from service.manifest import ModelManifest
 from service.tasks.forecast import ForecastRequest, ForecastTask
 
@@ -126,6 +127,29 @@ def test_combination_weights_follow_the_better_forecaster(series):
     assert COMBINATION_GRID[0] == 0.0 and COMBINATION_GRID[-1] == 1.0
 
 
+def test_interval_half_widths_are_validation_error_quantiles(series):
+    """Errors of exactly c x the series' own scale give half-widths c on the validation steps, then sqrt growth."""
+    hp = hyperparameters(quick=True)
+    chosen = [s for s in series if s.period == 4][:30] + [s for s in series if s.period == 12][:30]
+    _, _, scaling, actuals = tail_inputs(chosen, hp["window"], hp["context_window"], "validation")
+    padded = np.full((len(chosen), 24), np.nan)
+    for row, actual in enumerate(actuals):
+        padded[row, : len(actual)] = actual
+    perfect = np.nan_to_num(scale_targets(padded, scaling))
+    off = perfect + 0.7 * residual_scale(scaling.history, scaling.period)[:, None]
+    table = interval_half_widths(off, scaling, actuals, 24)
+    assert table.shape == (len(PERIODS), 2, 24)
+    quarterly, monthly = table[PERIODS.index(4)], table[PERIODS.index(12)]
+    np.testing.assert_allclose(quarterly[:, :8], 0.7, rtol=1e-9)
+    np.testing.assert_allclose(quarterly[:, 8:], np.tile(0.7 * np.sqrt(np.arange(9, 25) / 8), (2, 1)), rtol=1e-9)
+    np.testing.assert_allclose(monthly[:, :18], 0.7, rtol=1e-9)
+    np.testing.assert_allclose(table[PERIODS.index(1)], 1.0)  # no yearly series: left at its initial value
+    # Real spread: the 95% quantile is at least the 80% one, step by step.
+    noisy = perfect + np.random.default_rng(0).normal(0, 0.05, perfect.shape)
+    spread = interval_half_widths(noisy, scaling, actuals, 24)
+    assert np.all(spread[:, 1] >= spread[:, 0])
+
+
 def test_training_windows_are_what_the_service_decodes(series):
     """A training example and a request with the same history give identical network inputs."""
     hp = hyperparameters(quick=True)
@@ -178,6 +202,7 @@ def test_real_model_meets_its_target(real_forecast_repository):
             verdict = "met" if lstm[f"{collection}/{metric}"] < min(
                 manifest.metrics.baselines[b][f"{collection}/{metric}"] for b in ("theta", "auto_ets")) else "missed"
             assert manifest.metrics.targets[f"{collection}/{metric}"].endswith(verdict)
+        assert 50 <= lstm[f"{collection}/coverage_80"] <= lstm[f"{collection}/coverage_95"] <= 100
     assert manifest.data.splits["tourism_monthly"] == 366 and manifest.data.splits["tourism_quarterly"] == 427
     assert manifest.preprocessing.horizon_max >= 24
     assert manifest.parity.max_abs_diff <= 1e-4
@@ -223,6 +248,12 @@ def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
         assert by_hand == pytest.approx(manifest.metrics.model[f"{name}/mase"], abs=1e-3)
         assert np.mean([smape(c.actual, f) for c, f in zip(cases, forecasts)]) == pytest.approx(
             manifest.metrics.model[f"{name}/smape"], abs=2e-3)
+        if period == 4:  # the interval coverage, recounted from the served intervals
+            responses = service_responses(session, task, tourism_cases(4), give_period=True)
+            for index, level in ((0, 80), (1, 95)):
+                inside = np.concatenate([(np.array(r.intervals[index].lower) <= c.actual) & (c.actual <= np.array(r.intervals[index].upper))
+                                         for c, r in zip(cases, responses)])
+                assert 100 * inside.mean() == pytest.approx(manifest.metrics.model[f"{name}/coverage_{level}"], abs=0.01)
         naive_mase = np.mean([np.mean(np.abs(c.actual - seasonal_naive(c.history, period, len(c.actual))))
                               / np.mean(np.abs(c.history[period:] - c.history[:-period])) for c in cases])
         assert naive_mase == pytest.approx(manifest.metrics.baselines["seasonal_naive"][f"{name}/mase"], abs=1e-3)

@@ -12,10 +12,12 @@ from service.limits import InputLimits
 from service.manifest import ForecastPreprocessing
 from service.preprocessing.series import (
     CONTEXT_FEATURES,
+    INTERVAL_LEVELS,
     MIN_HISTORY,
     SCALING,
     STEP_FEATURES,
     detect_period,
+    residual_scale,
     right_aligned,
     scale_targets,
     scale_windows,
@@ -52,12 +54,14 @@ def task() -> ForecastTask:
     return ForecastTask(SPEC, [], version_dir=None)
 
 
-def run(task: ForecastTask, request: ForecastRequest, outputs: np.ndarray | None = None):
-    """decode -> (a stand-in network emitting `outputs`, zeros by default) -> encode."""
+def run(task: ForecastTask, request: ForecastRequest, outputs: np.ndarray | None = None, half_widths=(1.0, 2.0)):
+    """decode -> (a stand-in graph emitting `outputs` as its point forecast, zeros by default, and constant
+    interval half-widths) -> encode."""
     decoded = task.decode(request)
     decoded.feeds = task.collate(decoded.rows)
     batch = decoded.feeds["window"].shape[0]
-    raw = np.zeros((batch, HORIZON_MAX), np.float32) if outputs is None else outputs
+    point = np.zeros((batch, HORIZON_MAX), np.float32) if outputs is None else outputs
+    raw = np.stack([point, *(np.full_like(point, w) for w in half_widths)], axis=1)
     return decoded, task.encode([raw], decoded, "forecast-lstm", "1")
 
 
@@ -194,8 +198,12 @@ def test_forecasts_follow_the_units_of_the_input(task, air):
 @pytest.mark.parametrize("period", [None, 1, 4, 12])
 def test_awkward_but_valid_series_give_finite_forecasts(task, series, period):
     for outputs in (None, np.full((1, HORIZON_MAX), 1e6, np.float32), np.full((1, HORIZON_MAX), np.nan, np.float32)):
-        _, response = run(task, ForecastRequest(series=series, horizon=HORIZON_MAX, period=period), outputs)
-        assert len(response.forecast) == HORIZON_MAX and np.all(np.isfinite(response.forecast))
+        for half_widths in ((1.0, 2.0), (np.nan, np.inf)):
+            _, response = run(task, ForecastRequest(series=series, horizon=HORIZON_MAX, period=period), outputs, half_widths)
+            assert len(response.forecast) == HORIZON_MAX and np.all(np.isfinite(response.forecast))
+            for interval in response.intervals:
+                assert np.all(np.isfinite(interval.lower)) and np.all(np.isfinite(interval.upper))
+                assert np.all(np.array(interval.lower) <= np.array(interval.upper))
 
 
 @pytest.mark.parametrize("length", [MIN_HISTORY, 13, 24, 35, 36, 71, 72, 73, MAX_HISTORY])
@@ -272,3 +280,27 @@ def test_decoded_row_carries_the_theta_forecast_of_its_scaled_history(task, air)
     # Theta's own forecast, re-seasonalised, is a sound forecast of the next year.
     forecast = unscale(decoded.feeds["theta"][:, :12], decoded.context["scaling"])[0]
     assert np.mean(np.abs(forecast - air[-12:]) / air[-12:]) < 0.1
+
+
+# --- prediction intervals ------------------------------------------------------------------------
+
+
+def test_intervals_nest_around_the_forecast_and_widen_with_the_half_widths(task, air):
+    decoded, response = run(task, ForecastRequest(series=air[:-12].tolist(), horizon=12, period=12), half_widths=(0.5, 1.0))
+    assert [i.level for i in response.intervals] == list(INTERVAL_LEVELS) == [0.8, 0.95]
+    forecast = np.array(response.forecast)
+    low80, low95 = (np.array(i.lower) for i in response.intervals)
+    high80, high95 = (np.array(i.upper) for i in response.intervals)
+    assert np.all(low95 < low80) and np.all(low80 < forecast) and np.all(forecast < high80) and np.all(high80 < high95)
+    # In logs the bounds sit half-width x the series' own scale either side of the forecast.
+    scale = decoded.context["scale"][0]
+    np.testing.assert_allclose(np.log(high80) - np.log(forecast), 0.5 * scale, rtol=1e-9)
+    np.testing.assert_allclose(np.log(forecast) - np.log(low95), 1.0 * scale, rtol=1e-9)
+    _, zero = run(task, ForecastRequest(series=air[:-12].tolist(), horizon=12, period=12), half_widths=(0.0, 0.0))
+    np.testing.assert_allclose(zero.intervals[0].lower, zero.forecast, rtol=1e-12)
+
+
+def test_residual_scale_is_the_mean_absolute_change_over_one_period_of_the_observed_values():
+    history = np.array([[np.nan, np.nan, 0.0, 0.1, -0.1, 0.0, 0.3, 0.2], [0.0] * 8, [np.nan] * 4 + [0.0, 0.1, -0.1, 0.0]])
+    np.testing.assert_allclose(residual_scale(history, np.array([1, 1, 1])), [(0.1 + 0.2 + 0.1 + 0.3 + 0.1) / 5, 1e-3, 0.4 / 3])
+    np.testing.assert_allclose(residual_scale(history, np.array([4, 4, 4])), [(0.3 + 0.1) / 2, 1e-3, 1e-3])

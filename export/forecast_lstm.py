@@ -153,7 +153,9 @@ def classical_forecasts(tasks: list[HeldOutCase], max_history: int | None, desc:
     return forecasts
 
 
-def service_responses(session: ort.InferenceSession, task: ForecastTask, cases: list[HeldOutCase], give_period: bool) -> list[ForecastResponse]:
+def service_responses(
+    session: ort.InferenceSession, task: ForecastTask, cases: list[HeldOutCase], give_period: bool
+) -> list[ForecastResponse]:
     """Responses through the exact request path: ForecastRequest -> decode -> ONNX -> encode."""
     responses = []
     for item in cases:
@@ -166,7 +168,9 @@ def service_responses(session: ort.InferenceSession, task: ForecastTask, cases: 
     return responses
 
 
-def service_forecasts(session: ort.InferenceSession, task: ForecastTask, cases: list[HeldOutCase], give_period: bool) -> list[np.ndarray]:
+def service_forecasts(
+    session: ort.InferenceSession, task: ForecastTask, cases: list[HeldOutCase], give_period: bool
+) -> list[np.ndarray]:
     return [np.array(r.forecast) for r in service_responses(session, task, cases, give_period)]
 
 

@@ -132,6 +132,7 @@ def combination_weights(network_out: np.ndarray, theta: np.ndarray, scaling, act
 
 
 def _rows(scaling, rows: np.ndarray):
+    """The scaling of a subset of rows (every field of a Scaling is per row)."""
     return type(scaling)(**{name: value[rows] for name, value in vars(scaling).items()})
 
 

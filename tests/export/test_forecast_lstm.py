@@ -251,8 +251,10 @@ def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
         if period == 4:  # the interval coverage, recounted from the served intervals
             responses = service_responses(session, task, tourism_cases(4), give_period=True)
             for index, level in ((0, 80), (1, 95)):
-                inside = np.concatenate([(np.array(r.intervals[index].lower) <= c.actual) & (c.actual <= np.array(r.intervals[index].upper))
-                                         for c, r in zip(cases, responses)])
+                inside = np.concatenate([
+                    (np.array(r.intervals[index].lower) <= c.actual) & (c.actual <= np.array(r.intervals[index].upper))
+                    for c, r in zip(cases, responses)
+                ])
                 assert 100 * inside.mean() == pytest.approx(manifest.metrics.model[f"{name}/coverage_{level}"], abs=0.01)
         naive_mase = np.mean([np.mean(np.abs(c.actual - seasonal_naive(c.history, period, len(c.actual))))
                               / np.mean(np.abs(c.history[period:] - c.history[:-period])) for c in cases])

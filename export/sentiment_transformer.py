@@ -65,12 +65,13 @@ def hyperparameters(quick: bool) -> dict[str, Any]:
         "validation_fraction": 0.1,
         "max_length": 128,
         "encoder_layers": 2 if quick else 6,
-        "epochs": 1 if quick else 2,
+        "epochs": 1 if quick else 3,
         "batch_size": 32,
         "learning_rate": 6e-5,
         "warmup_fraction": 0.06,
         "weight_decay": 0.01,
         "max_grad_norm": 1.0,
+        "label_smoothing": 0.1,
         "dropout": 0.1,
         "bucket_batches": 50,
         # Quick builds train and score on a few sentences only (0 = the whole split).
@@ -323,8 +324,10 @@ def _training_notes(trained, hp: dict[str, Any]) -> str:
     return (
         f"All weights fine-tuned (AdamW, linear warm-up over {hp['warmup_fraction']:.0%} of the steps then "
         f"linear decay). Batches of {hp['batch_size']} sorted by length within buckets of "
-        f"{hp['bucket_batches']} batches, padded to their longest member. {hp['epochs']} epochs fit the "
-        "30-minute CPU budget; more epochs would need a longer build for a small gain. "
+        f"{hp['bucket_batches']} batches, padded to their longest member. Cross-entropy with label smoothing "
+        f"{hp['label_smoothing']}. {hp['epochs']} epochs with smoothing were chosen over 2 without on validation "
+        "binary accuracy (0.8886 against 0.8811; the two changes were not tried apart), at about 8 more "
+        "minutes of a 2-core build. "
         f"Kept epoch {trained['best_epoch']} (best validation binary accuracy). {epochs}."
     )
 

@@ -76,6 +76,7 @@ class FineTuneConfig:
     weight_decay: float
     max_grad_norm: float
     bucket_batches: int  # batches per length bucket: larger = less padding, less random batches
+    label_smoothing: float = 0.0
 
 
 @dataclass
@@ -157,7 +158,7 @@ def fine_tune(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(max(1, round(config.warmup_fraction * total_steps)), total_steps)
     )
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     labels = torch.from_numpy(np.asarray(train_labels, dtype=np.int64))
 
     result = FineTuneResult(best_epoch=0)
@@ -227,6 +228,7 @@ def train(ctx: TrainingContextLike) -> Trained:
         weight_decay=hp["weight_decay"],
         max_grad_norm=hp["max_grad_norm"],
         bucket_batches=hp["bucket_batches"],
+        label_smoothing=hp["label_smoothing"],
     )
     model = architecture(hp)
     result = fine_tune(

@@ -9,9 +9,10 @@ from service.manifest import ModelManifest
 from service.tasks.sentiment import MAX_TEXTS
 
 NAME = "sentiment-transformer"
-# Measured on the built model: 45 of 49 (fp32) and 46 of 49 (int8); the misses are negated negatives
-# ("I don't hate it.", "It was never boring.") and "I can't say I enjoyed it.". One case of slack.
-PASS_RATE_FLOOR = 0.88
+# Measured on the built model: 44 of 49 for fp32 and for its int8 variant. The misses: two negated
+# negatives ("I don't hate it."), "I can't say I enjoyed it." and two intensity orderings between
+# strong negatives. The floor leaves two cases of slack for a variant or a rebuild.
+PASS_RATE_FLOOR = 0.85
 
 
 def served_predictions(client, texts: list[str]) -> list[Prediction]:

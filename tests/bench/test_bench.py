@@ -9,7 +9,8 @@ import sys
 
 from tests.conftest import ROOT, missing
 
-LOAD_FIELDS = {"concurrency", "requests", "seconds", "rps", "p50_ms", "p90_ms", "p99_ms", "errors", "loadgen_cpu_s"}
+LOAD_FIELDS = {"concurrency", "requests", "seconds", "rps", "p50_ms", "p90_ms", "p99_ms", "errors", "loadgen_cpu_s",
+               "statuses", "socket_errors", "wrong_answers"}
 
 
 def test_quick_bench_writes_a_complete_report(api_repository, api_cache, tmp_path):

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     )
     max_queue_rows: int = Field(1024, ge=1, description="rows that may wait per model; beyond, 503 with Retry-After")
     max_decode_backlog: int = Field(
-        32, ge=1, description="uploads decoding or waiting for a decode thread, across models; beyond, 503 with Retry-After"
+        128, ge=1, description="uploads decoding or waiting for a decode thread, across models; beyond, 503 with Retry-After"
     )
     variants: dict[str, str] = Field(
         default_factory=dict,

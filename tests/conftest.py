@@ -87,6 +87,21 @@ def api_cache(api_repository, request) -> Path:
     return request.getfixturevalue("quick_repository").parent / "cache"
 
 
+def repository_of(source: Path, target: Path, *names: str) -> Path:
+    """A repository holding only some models (links to the built ones: nothing is copied or changed)."""
+    target.mkdir()
+    for name in names:
+        (target / name).symlink_to(source / name, target_is_directory=True)
+    return target
+
+
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,8 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.api.test_faults import repository_of
-from tests.conftest import ROOT, start_server
+from tests.conftest import ROOT, repository_of, start_server
 
 INFERENCE_KEY = "inference-key-0123456789"
 ADMIN_KEY = "admin-key-9876543210"

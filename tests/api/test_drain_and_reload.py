@@ -15,8 +15,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.api.test_faults import repository_of
-from tests.conftest import ROOT, start_server
+from tests.conftest import ROOT, repository_of, start_server
 
 ADMIN_KEY = "reload-admin-key"
 POSITIVE, NEGATIVE = "A wonderful, moving film.", "Dull, joyless and far too long."

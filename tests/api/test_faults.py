@@ -8,23 +8,14 @@ import http.client
 import json
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from service.faults import FAULTS_ENV
-from tests.conftest import ROOT, start_server
+from tests.conftest import ROOT, repository_of, start_server
 
 ZERO_DIGIT = {"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}]}
-
-
-def repository_of(source: Path, target: Path, *names: str) -> Path:
-    """A repository holding only some models (links to the built ones: nothing is copied or changed)."""
-    target.mkdir()
-    for name in names:
-        (target / name).symlink_to(source / name, target_is_directory=True)
-    return target
 
 
 def v2_input_name(connection: http.client.HTTPConnection) -> str:

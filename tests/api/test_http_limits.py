@@ -10,9 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.api.test_faults import repository_of
-from tests.api.test_overload import rss_bytes
-from tests.conftest import start_server
+from tests.conftest import repository_of, rss_bytes, start_server
 
 
 @pytest.fixture(scope="module")

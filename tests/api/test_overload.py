@@ -17,8 +17,7 @@ from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.load import run_load
-from tests.api.test_faults import repository_of
-from tests.conftest import missing, start_server
+from tests.conftest import missing, repository_of, rss_bytes, start_server
 
 # Long, distinct sentences: each text is one row, and rows of this length take a while to run.
 LONG = "The plot wanders between long scenes of dinner and silence, and the actors seem unsure why they are there; "
@@ -48,13 +47,6 @@ def http_statuses(server) -> dict[str, float]:
                 if sample.name.endswith("_total") and sample.labels["endpoint"] == "/sentiment":
                     found[sample.labels["status"]] = found.get(sample.labels["status"], 0) + sample.value
     return found
-
-
-def rss_bytes(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 @pytest.fixture(scope="module")

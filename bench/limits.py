@@ -3,37 +3,54 @@
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from pathlib import Path
 
 from bench.payloads import Endpoint, request_objects, rows_for_batch
 from service.cpus import physical_cores
-from service.manifest import ModelManifest
-from service.registry import task_class
+from service.dataplane import run_rows
+from service.registry import ModelRegistry, task_class
 from service.runtime import OnnxModel, ProviderPlan, session_options
 from service.settings import Settings
 
 
 def raw_limit(repository: Path, endpoint: Endpoint, variant: str, batch_sizes: list[int], seconds: float) -> dict[str, dict]:
-    """batch size -> rows/s and median latency of one session run, pre-processing excluded."""
-    version_dir = repository / endpoint.model / "1"
-    manifest = ModelManifest.load(version_dir)
-    task = task_class(manifest.task)(manifest.preprocessing, manifest.labels, version_dir)
+    """batch size -> rows/s and median latency of one batch, pre-processing excluded.
+
+    Batches run as the service runs them: the registry's layout (intra-op threads, rows per session run)
+    and service.dataplane.run_rows, as many batches at once as the compute budget allows (one per core
+    for a variant run row by row on single-threaded sessions, else one)."""
+    cores = physical_cores()
+    registry = ModelRegistry(Settings(model_repository=repository), ProviderPlan([("CPUExecutionProvider", {})], "bench"), cores)
+    entry = registry.versions(endpoint.model)[-1]
+    manifest = entry.manifest
+    task = task_class(manifest.task)(manifest.preprocessing, manifest.labels, entry.version_dir)
+    _, rows_per_run, threads = registry.layout(endpoint.model, manifest, variant)
     model_file, _ = manifest.variant(variant)
-    plan = ProviderPlan([("CPUExecutionProvider", {})], "bench")
-    model = OnnxModel(version_dir / model_file, manifest.inputs, plan, session_options(Settings(), physical_cores()))
+    model = OnnxModel(entry.version_dir / model_file, manifest.inputs, registry.plan, session_options(registry.settings, threads))
+    side_by_side = max(1, cores // model.threads)
     requests = request_objects(endpoint)
     results = {}
     for batch in batch_sizes:
-        feeds = task.collate(rows_for_batch(task, requests, batch))
+        rows = rows_for_batch(task, requests, batch)
         for _ in range(3):
-            model.run(feeds)
-        latencies = []
+            run_rows(model, task.collate, rows, rows_per_run)
+        latencies: list[float] = []
+        stop = time.perf_counter() + seconds
+
+        def loop() -> None:
+            while time.perf_counter() < stop or len(latencies) < 5:
+                begun = time.perf_counter()
+                run_rows(model, task.collate, rows, rows_per_run)
+                latencies.append(time.perf_counter() - begun)
+
         started = time.perf_counter()
-        while time.perf_counter() - started < seconds or len(latencies) < 5:
-            begun = time.perf_counter()
-            model.run(feeds)
-            latencies.append(time.perf_counter() - begun)
+        workers = [threading.Thread(target=loop) for _ in range(side_by_side)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
         elapsed = time.perf_counter() - started
         results[str(batch)] = {
             "rows_per_s": round(batch * len(latencies) / elapsed, 2),

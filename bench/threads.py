@@ -31,8 +31,10 @@ def main() -> None:
         for intra, runs in layouts:
             name = f"intra {intra} x runs {runs}"
             print(f"== {name}", flush=True)
+            # The compute budget is inference_workers x cores threads; each run takes `intra` of them.
+            workers = max(1, -(-intra * runs // cores))
             command = ["-m", "service", "--model-repository", str(args.repository.resolve()), "--log-level", "warning",
-                       "--intra-op-threads", str(intra), "--inference-workers", str(runs)]
+                       "--intra-op-threads", str(intra), "--inference-workers", str(workers)]
             results, _ = measure_server(name, command, [1, 16, 64], args.seconds, Path(logs) / "log")
             rows.append((name, results))
     endpoints = list(rows[0][1])

@@ -1,8 +1,9 @@
 """One dynamic batcher for every model: rows from concurrent requests run as one session call.
 
 Requests are split into rows (an image, a text, a series). Rows wait in a bounded queue; a worker
-per model takes up to ``max_batch_size`` of them whenever a run slot is free, so a lone request on an
-idle model runs at once, and under load the rows that queued while the previous batch ran go together.
+per model takes up to ``max_batch_size`` of them whenever the compute budget has threads for a run
+(service/compute_budget.py), so a lone request on an idle model runs at once, and under load the rows
+that queued while the previous batch ran go together.
 ``max_queue_delay_ms`` lets a loaded model wait a little longer for a fuller batch (never an idle one).
 When more rows wait than fit, rows of similar length go together (the oldest row always goes), so a
 short text is not padded to a long one. Results fan back out to each request in its own row order.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 from collections import deque
@@ -24,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from service.compute_budget import ComputeBudget
 from service.errors import InferenceFailed, Overloaded, ServiceError
 
 log = logging.getLogger("service.batching")
@@ -63,7 +66,9 @@ class DynamicBatcher:
         run: RunRows,
         *,
         executor: Executor,
-        run_slots: asyncio.Semaphore,
+        budget: ComputeBudget,
+        threads_per_run: int = 1,
+        run_alone: tuple[RunRows, int] | None = None,
         max_batch_size: int,
         max_queue_delay_ms: float = 0.0,
         max_queue_rows: int = 1024,
@@ -73,7 +78,9 @@ class DynamicBatcher:
         self.name = name
         self.run = run
         self.executor = executor
-        self.run_slots = run_slots
+        self.budget = budget
+        self.threads_per_run = threads_per_run
+        self.run_alone = run_alone  # (run, threads) for a lone row when no other run holds threads
         self.max_batch_size = max(1, max_batch_size)
         self.max_queue_delay_s = max(0.0, max_queue_delay_ms) / 1000.0
         self.max_queue_rows = max_queue_rows
@@ -82,6 +89,7 @@ class DynamicBatcher:
         self._queue: deque[_Row] = deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()  # batches in flight (several when the budget allows)
         self._last_batch_rows = 0
         self._retired = False
 
@@ -108,6 +116,9 @@ class DynamicBatcher:
             except asyncio.CancelledError:
                 pass
             self._worker = None
+        for running in list(self._running):
+            running.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
         for item in self._queue:
             if not item.request.future.done():
                 item.request.future.set_exception(InferenceFailed(f"{self.name} is shutting down"))
@@ -153,10 +164,23 @@ class DynamicBatcher:
                 continue
             if self.max_queue_delay_s and self._last_batch_rows > 1:
                 await self._wait_for_fuller_batch()
-            async with self.run_slots:
-                batch = self._take()
-                if batch:
-                    await self._run_batch(batch)
+            run, threads = self.run, self.threads_per_run
+            if self.run_alone is not None and len(self._queue) == 1 and self.budget.idle:
+                run, threads = self.run_alone
+            await self.budget.acquire(threads)
+            batch = self._take(self._share(threads))
+            if not batch:
+                self.budget.release(threads)
+                continue
+            # The batch runs on its own while the worker waits for threads for the next one: with threads
+            # to spare (single-threaded runs), the next batch starts before this one ends.
+            running = asyncio.get_running_loop().create_task(self._run_batch(batch, run))
+            self._running.add(running)
+            running.add_done_callback(functools.partial(self._ran, threads=threads))
+
+    def _ran(self, running: asyncio.Task, threads: int) -> None:
+        self._running.discard(running)
+        self.budget.release(threads)
 
     async def _wait_for_fuller_batch(self) -> None:
         deadline = self._queue[0].arrived + self.max_queue_delay_s
@@ -170,19 +194,27 @@ class DynamicBatcher:
             except asyncio.TimeoutError:
                 return
 
-    def _take(self) -> list[_Row]:
-        """Up to max_batch_size live rows; when more wait, the oldest and those nearest its length."""
+    def _share(self, threads: int) -> int:
+        """The most rows this run should take: max_batch_size, or, when the budget leaves room for more
+        runs like it at once, an even share of what waits, so the other runs start with rows of their own."""
+        runs_besides = self.budget.free // max(1, threads)
+        if not runs_besides:
+            return self.max_batch_size
+        return max(1, min(self.max_batch_size, -(-len(self._queue) // (runs_besides + 1))))
+
+    def _take(self, size: int | None = None) -> list[_Row]:
+        """Up to `size` (max_batch_size) live rows; when more wait, the oldest and those nearest its length."""
+        size = size or self.max_batch_size
         live = [item for item in self._queue if not item.request.future.done()]
-        if len(live) <= self.max_batch_size:
+        if len(live) <= size:
             self._queue.clear()
             return live
         if not any(item.length for item in live):
-            chosen = live[: self.max_batch_size]
+            chosen = live[:size]
         else:
             oldest = live[0]
             by_length = sorted(live, key=lambda item: item.length)
             position = by_length.index(oldest)
-            size = self.max_batch_size
             best_start, best_spread = 0, None
             for start in range(max(0, position - size + 1), min(position, len(by_length) - size) + 1):
                 spread = by_length[start + size - 1].length - by_length[start].length
@@ -194,13 +226,17 @@ class DynamicBatcher:
         # Keep each request's rows in order inside the batch (not required, but cheaper to read).
         return sorted(chosen, key=lambda item: item.arrived)
 
-    async def _run_batch(self, batch: list[_Row]) -> None:
+    async def _run_batch(self, batch: list[_Row], run: RunRows | None = None) -> None:
+        run = run or self.run
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         queue_s = started - min(item.arrived for item in batch)
         requests = {id(item.request): item.request for item in batch}
         try:
-            outputs = await loop.run_in_executor(self.executor, self.run, [item.row for item in batch])
+            outputs = await loop.run_in_executor(self.executor, run, [item.row for item in batch])
+        except asyncio.CancelledError:  # the batcher is stopping
+            self._fail(batch, InferenceFailed(f"{self.name} is shutting down"))
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure is handed to its requests
             self._record(batch, len(requests), queue_s, time.monotonic() - started, failed=True)
             if len(requests) > 1:

@@ -47,19 +47,17 @@ class CancelOnDisconnect:
             while not disconnected.is_set():
                 if (await receive())["type"] == "http.disconnect":
                     disconnected.set()
+            if not handler.done() and not answered:
+                handler.cancel()
+                log.info("%s %s: the client disconnected; its work was dropped", scope.get("method"), scope.get("path"))
 
         handler = asyncio.ensure_future(self.app(scope, app_receive, tracking_send))
         watcher = asyncio.ensure_future(watch())
         try:
-            await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not handler.done() and not answered:
-                handler.cancel()
-                log.info("%s %s: the client disconnected; its work was dropped", scope.get("method"), scope.get("path"))
-            try:
-                await handler
-            except asyncio.CancelledError:
-                if not disconnected.is_set():
-                    raise  # cancelled from outside (shutdown), not by the client
+            await handler
+        except asyncio.CancelledError:
+            if not disconnected.is_set():
+                raise  # cancelled from outside (shutdown), not by the client
         finally:
             watcher.cancel()
             if not handler.done():

@@ -7,22 +7,25 @@ Routers parse HTTP and call ``DataPlane.infer``; the dataplane knows nothing abo
 from __future__ import annotations
 
 import asyncio
+import sys
 import weakref
 from collections import Counter
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from pydantic import BaseModel
 
 import numpy as np
 
 from service.batching import BatchStats, DynamicBatcher
+from service.compute_budget import ComputeBudget
 from service.errors import DeadlineExceeded, InvalidInput, Overloaded, ServiceError
 from service.faults import FaultInjector
 from service.metrics import Metrics
 from service.protocol.v2 import DATATYPES
 from service.registry import ModelEntry, ModelRegistry
+from service.runtime import OnnxModel
 from service.settings import Settings
 
 
@@ -57,16 +60,43 @@ class ModelStats:
         }
 
 
+async def within(work, timeout: float):
+    """await `work` within `timeout` seconds (asyncio.TimeoutError beyond). asyncio.timeout (3.11+) cancels
+    the work in place; wait_for before 3.12 wraps it in a task of its own, a cost on every request."""
+    if sys.version_info < (3, 11):
+        return await asyncio.wait_for(work, timeout)
+    async with asyncio.timeout(timeout):
+        return await work
+
+
+def run_rows(
+    model: OnnxModel, collate: Callable[[Sequence[Any]], dict[str, np.ndarray]], rows: Sequence[Any],
+    rows_per_run: int | None = None,
+) -> list[np.ndarray]:
+    """One batch's rows -> its outputs: one session run, or, for a variant that is not batch-invariant,
+    one run per `rows_per_run` rows."""
+    if not rows_per_run or len(rows) <= rows_per_run:
+        return model.run(collate(rows))
+    parts = [model.run(collate(rows[i : i + rows_per_run])) for i in range(0, len(rows), rows_per_run)]
+    return [np.concatenate(outputs) for outputs in zip(*parts)]
+
+
 class DataPlane:
     def __init__(
-        self, registry: ModelRegistry, settings: Settings, run_pool: Executor, decode_pool: Executor, metrics: Metrics
+        self,
+        registry: ModelRegistry,
+        settings: Settings,
+        run_pool: Executor,
+        decode_pool: Executor,
+        metrics: Metrics,
+        budget: ComputeBudget,
     ):
         self.registry = registry
         self.metrics = metrics
         self.settings = settings
         self.run_pool = run_pool
         self.decode_pool = decode_pool
-        self.run_slots = asyncio.Semaphore(settings.inference_workers)
+        self.budget = budget  # compute threads for all models' session runs
         self.faults = FaultInjector.from_environment()
         self._decoding = 0  # requests decoding or waiting for a decode thread
         self._batchers: weakref.WeakSet[DynamicBatcher] = weakref.WeakSet()  # to stop them on shutdown
@@ -90,20 +120,23 @@ class DataPlane:
                 self.metrics.queue_seconds.labels(*labels).observe(batch.queue_s)
                 self.metrics.compute_seconds.labels(*labels).observe(batch.compute_s)
 
-            chunk = entry.rows_per_run
-
             def run(rows):
                 self.faults.check(entry.name, "run")
-                if not chunk or len(rows) <= chunk:
-                    return model.run(task.collate(rows))
-                parts = [model.run(task.collate(rows[i : i + chunk])) for i in range(0, len(rows), chunk)]
-                return [np.concatenate(outputs) for outputs in zip(*parts)]
+                return run_rows(model, task.collate, rows, entry.rows_per_run)
+
+            solo = entry.solo_model
+
+            def run_alone(rows):
+                self.faults.check(entry.name, "run")
+                return solo.run(task.collate(rows))
 
             batcher = entry.batcher = DynamicBatcher(
                 f"{entry.name}/{entry.version}",
                 run,
                 executor=self.run_pool,
-                run_slots=self.run_slots,
+                budget=self.budget,
+                threads_per_run=model.threads,
+                run_alone=(run_alone, solo.threads) if solo is not None else None,
                 max_batch_size=policy.max_batch_size,
                 max_queue_delay_ms=policy.max_queue_delay_ms,
                 max_queue_rows=self.settings.max_queue_rows,
@@ -158,7 +191,7 @@ class DataPlane:
         timeout = self.settings.request_timeout_s
         try:
             try:
-                result = await asyncio.wait_for(work, timeout)
+                result = await within(work, timeout)
             except asyncio.TimeoutError:
                 raise DeadlineExceeded(f"no answer within the {timeout:g} s deadline; the request was dropped") from None
         except ServiceError as exc:
@@ -199,6 +232,7 @@ class DataPlane:
         return {
             "max_batch_size": policy.max_batch_size,
             "rows_per_run": entry.rows_per_run or policy.max_batch_size,
+            "threads_per_run": entry.model.threads if entry.model else None,
             "max_queue_delay_ms": policy.max_queue_delay_ms,
             "queued_rows": entry.batcher.queued_rows if entry.batcher else 0,
             **stats.summary(),

@@ -72,10 +72,11 @@ def preload_cuda_libraries() -> None:
         log.warning("could not preload the CUDA libraries: %s", exc)
 
 
-def session_options(settings: Settings, cpus: int) -> ort.SessionOptions:
+def session_options(settings: Settings, threads: int) -> ort.SessionOptions:
+    """`threads` intra-op threads (the registry's layout: the physical cores, or 1 for row-by-row variants)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = settings.intra_op_threads or cpus
+    options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = settings.inter_op_threads
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return options
@@ -99,6 +100,7 @@ class OnnxModel:
             self.note = f"{CUDA} was requested but the session fell back to {', '.join(self.providers)}"
             log.warning("%s: %s", path, self.note)
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.threads = options.intra_op_num_threads  # what one run takes from the compute budget
         # On CUDA, IO binding copies each input to the device once and each output back once; on CPU the
         # plain run() already works on the arrays in place, so binding would only add overhead.
         self.binds_io = self.providers[0] == CUDA

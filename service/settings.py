@@ -41,10 +41,14 @@ class Settings(BaseSettings):
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
         "HEURISTIC", description="cuDNN convolution algorithm search"
     )
-    intra_op_threads: int = Field(0, ge=0, description="threads inside one operator (0 = the physical cores this process may use)")
+    intra_op_threads: int = Field(
+        0, ge=0, description="threads inside one session run (0 = the physical cores this process may use; 1 for a variant run row by row)"
+    )
     inter_op_threads: int = Field(1, ge=1, description="threads across operators")
     inference_workers: int = Field(
-        1, ge=1, le=64, description="session runs at once, across all models (each run already uses intra-op threads)"
+        1, ge=1, le=64,
+        description="full-width session runs at once across all models: the compute budget is this times the physical cores, "
+        "and each run takes its intra-op threads from it (so row-by-row variants run one per core)",
     )
     decode_workers: int = Field(2, ge=1, le=64, description="threads that decode images (a bounded pool)")
     batching: dict[str, BatchPolicy] = Field(
@@ -92,6 +96,9 @@ class Settings(BaseSettings):
     admin_keys_file: Path | None = Field(None, description="file with one admin key per line")
     protect_health: bool = Field(False, description="require a key for health and /metrics too")
     cors_origins: list[str] = Field(default_factory=list, description='origins allowed by CORS (JSON list); default none')
+    otel: bool = Field(
+        False, description="FastAPI's native OpenTelemetry traces and metrics, exported by the SDK this process configures"
+    )
     log_format: Literal["text", "json"] = Field("text", description="log lines as text or as JSON objects (one per line)")
 
     def input_limits(self) -> InputLimits:

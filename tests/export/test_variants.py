@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from export.variants import BATCH_TOLERANCE, MIN_SPEEDUP, Guard
+from service.cpus import physical_cores
 from service.manifest import ModelManifest, sha256_of
 from tests.conftest import MODEL_NAMES, start_server, wait_for_health
 
@@ -74,6 +75,9 @@ def test_a_variant_that_is_not_batch_invariant_is_served_one_row_per_run(api_rep
         record = manifest.variant_record(model["variant"])
         if record is not None and not record.batch_invariant:
             assert model["batching"]["rows_per_run"] == 1
+            assert model["batching"]["threads_per_run"] == 1  # on CPU, single-threaded runs side by side
+        else:
+            assert model["batching"]["threads_per_run"] == physical_cores()
 
 
 def test_answers_of_a_variant_served_one_row_per_run_do_not_depend_on_batch_mates(client):

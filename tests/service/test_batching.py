@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from service.batching import DynamicBatcher
+from service.compute_budget import ComputeBudget
 from service.errors import Overloaded
 from service.manifest import TensorSpec
 from service.runtime import OnnxModel, ProviderPlan, session_options
@@ -42,9 +45,9 @@ def collate(rows) -> dict[str, np.ndarray]:
 
 
 class Harness:
-    def __init__(self, model: OnnxModel, **kwargs):
-        self.pool = ThreadPoolExecutor(1)
-        self.slots = asyncio.Semaphore(1)
+    def __init__(self, model: OnnxModel, budget: int = 1, **kwargs):
+        self.pool = ThreadPoolExecutor(budget)
+        self.budget = ComputeBudget(budget)
         self.batches: list[int] = []
         self.computed: list[float] = []
 
@@ -53,16 +56,23 @@ class Harness:
             return model.run(collate(rows))
 
         self.batcher = DynamicBatcher(
-            "row-sums", run, executor=self.pool, run_slots=self.slots, row_length=len,
+            "row-sums", run, executor=self.pool, budget=self.budget, row_length=len,
             on_batch=lambda stats: self.batches.append(stats.rows), **kwargs,
         )
 
+    async def hold(self) -> None:
+        """Take the whole compute budget, as if another model's batch were running."""
+        await self.budget.acquire(self.budget.threads)
+
+    def let_go(self) -> None:
+        self.budget.release(self.budget.threads)
+
     async def held(self, *submissions):
-        """Submit while the run slot is held (as if a batch were running), then let the batcher go."""
-        await self.slots.acquire()
+        """Submit while the compute budget is held, then let the batcher go."""
+        await self.hold()
         tasks = [asyncio.ensure_future(self.batcher.submit(rows)) for rows in submissions]
         await asyncio.sleep(0.01)
-        self.slots.release()
+        self.let_go()
         return await asyncio.gather(*tasks, return_exceptions=True)
 
 
@@ -117,10 +127,10 @@ def test_rows_of_similar_length_go_together_and_the_oldest_always_goes(row_sums)
             await harness.batcher.submit([np.ones(lengths[index], np.float32)])
             order.append(index)
 
-        await harness.slots.acquire()
+        await harness.hold()
         tasks = [asyncio.ensure_future(one(i)) for i in range(len(lengths))]
         await asyncio.sleep(0.01)
-        harness.slots.release()
+        harness.let_go()
         await asyncio.gather(*tasks)
         return harness, order
 
@@ -154,12 +164,12 @@ def test_the_queue_is_bounded(row_sums):
 def test_a_cancelled_request_is_not_computed(row_sums):
     async def scenario():
         harness = Harness(row_sums, max_batch_size=16)
-        await harness.slots.acquire()
+        await harness.hold()
         kept = asyncio.ensure_future(harness.batcher.submit(rows_of(2, start=1)))
         dropped = asyncio.ensure_future(harness.batcher.submit(rows_of(2, start=77)))
         await asyncio.sleep(0.01)
         dropped.cancel()
-        harness.slots.release()
+        harness.let_go()
         await kept
         return harness
 
@@ -179,3 +189,69 @@ def test_a_loaded_model_waits_for_a_fuller_batch_up_to_the_delay(row_sums):
 
     harness = asyncio.run(scenario())
     assert harness.batches == [2, 2]  # the second arrival joined the first within the delay
+
+
+class Overlaps:
+    """A run that records how many runs were in flight at once, and which runner ran each batch."""
+
+    def __init__(self, model: OnnxModel, name: str, seconds: float = 0.02):
+        self.model, self.name, self.seconds = model, name, seconds
+        self.lock = threading.Lock()
+        self.now = self.most = 0
+        self.batches: list[tuple[str, int]] = []
+
+    def __call__(self, rows):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+            self.batches.append((self.name, len(rows)))
+        time.sleep(self.seconds)  # a run long enough for the next batch to start beside it
+        try:
+            return self.model.run(collate(rows))
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_single_threaded_runs_go_side_by_side_with_an_even_share_of_the_rows(row_sums):
+    """A budget of 2 threads and runs of 1 thread: two batches at once, each with half of what waits."""
+
+    async def scenario():
+        narrow = Overlaps(row_sums, "narrow")
+        harness = Harness(row_sums, budget=2, max_batch_size=16)
+        harness.batcher.run = narrow
+        harness.batcher.threads_per_run = 1
+        results = await harness.held(*[rows_of(1, start=i) for i in range(8)])
+        await asyncio.sleep(0.01)
+        assert harness.budget.free == 2
+        return harness, narrow, results
+
+    harness, narrow, results = asyncio.run(scenario())
+    assert narrow.most == 2
+    assert sorted(size for _, size in narrow.batches) == [4, 4]
+    assert [float(r[0][0, 0]) for r in results] == [float(i) for i in range(8)]
+
+
+def test_a_lone_row_on_an_idle_budget_runs_on_every_thread_and_gives_them_all_back(row_sums):
+    """run_alone takes the whole budget and gives it all back, even when rows queued behind it meanwhile
+    (a solo run that gave back one thread once left the budget at half for good)."""
+
+    async def scenario():
+        narrow, solo = Overlaps(row_sums, "narrow"), Overlaps(row_sums, "solo")
+        harness = Harness(row_sums, budget=2, max_batch_size=16)
+        harness.batcher.run, harness.batcher.threads_per_run = narrow, 1
+        harness.batcher.run_alone = (solo, 2)
+        lone = asyncio.ensure_future(harness.batcher.submit(rows_of(1, start=5)))
+        await asyncio.sleep(0.005)  # the solo run is under way
+        behind = [asyncio.ensure_future(harness.batcher.submit(rows_of(1, start=i))) for i in range(6)]
+        results = await asyncio.gather(lone, *behind)
+        await asyncio.sleep(0.01)  # a run's task ends (and gives its threads back) after it answers
+        assert harness.budget.free == 2
+        again = await harness.held(*[rows_of(1, start=i) for i in range(6)])
+        return narrow, solo, results, again
+
+    narrow, solo, results, again = asyncio.run(scenario())
+    assert solo.batches == [("solo", 1)]
+    assert [float(r[0][0, 0]) for r in results] == [5.0, *map(float, range(6))]
+    assert [float(r[0][0, 0]) for r in again] == [float(i) for i in range(6)]
+    assert narrow.most == 2, "after the solo run, single-threaded runs still go two at a time"

@@ -85,9 +85,9 @@ def test_cuda_without_cuda_fails_clearly():
 
 
 def test_session_gets_the_requested_options(doubling_model):
-    settings = Settings(intra_op_threads=1, inter_op_threads=1)
-    options = session_options(settings, cpus=2)
-    assert options.intra_op_num_threads == 1
+    settings = Settings(inter_op_threads=1)
+    options = session_options(settings, 1)
+    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     model = OnnxModel(doubling_model, INPUTS, ProviderPlan([(CPU, {})], "CPU requested"), options)
     assert model.providers == [CPU] and not model.fell_back
@@ -99,7 +99,7 @@ def test_cuda_session_that_falls_back_is_detected(doubling_model):
     """Asking a CPU-only onnxruntime for CUDA silently gives CPU: we must notice and say so."""
     plan = ProviderPlan([(CUDA, {"device_id": "0"}), (CPU, {})], "CUDA available")
     preload_cuda_libraries.cache_clear()
-    model = OnnxModel(doubling_model, INPUTS, plan, session_options(Settings(), cpus=1))
+    model = OnnxModel(doubling_model, INPUTS, plan, session_options(Settings(), 1))
     assert model.providers == [CPU]
     assert model.fell_back and "fell back" in model.note
     assert preload_cuda_libraries.cache_info().currsize == 1, "a CUDA plan preloads the CUDA libraries first"
@@ -108,14 +108,14 @@ def test_cuda_session_that_falls_back_is_detected(doubling_model):
 
 def test_cpu_session_neither_preloads_cuda_nor_binds_io(doubling_model):
     preload_cuda_libraries.cache_clear()
-    model = OnnxModel(doubling_model, INPUTS, ProviderPlan([(CPU, {})], ""), session_options(Settings(), cpus=1))
+    model = OnnxModel(doubling_model, INPUTS, ProviderPlan([(CPU, {})], ""), session_options(Settings(), 1))
     assert preload_cuda_libraries.cache_info().currsize == 0
     assert not model.binds_io
 
 
 def test_bound_run_gives_the_plain_run_outputs_in_order(two_output_model):
     """The IO-binding path (taken on CUDA) exercised on CPU, where binding works the same way."""
-    model = OnnxModel(two_output_model, INPUTS, ProviderPlan([(CPU, {})], ""), session_options(Settings(), cpus=1))
+    model = OnnxModel(two_output_model, INPUTS, ProviderPlan([(CPU, {})], ""), session_options(Settings(), 1))
     x = np.arange(12, dtype=np.float32).reshape(4, 3)
     doubled, squared = model.run_bound({"x": x})
     np.testing.assert_array_equal(doubled, 2 * x)
@@ -126,7 +126,7 @@ def test_bound_run_gives_the_plain_run_outputs_in_order(two_output_model):
 
 
 def test_run_and_input_checks(doubling_model):
-    model = OnnxModel(doubling_model, INPUTS, ProviderPlan([(CPU, {})], ""), session_options(Settings(), cpus=1))
+    model = OnnxModel(doubling_model, INPUTS, ProviderPlan([(CPU, {})], ""), session_options(Settings(), 1))
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(model.run({"x": x})[0], 2 * x)
     with pytest.raises(InvalidInput, match="dtype"):

@@ -1,0 +1,52 @@
+"""ComputeBudget: the compute threads all session runs may use at once, granted first come, first served.
+
+A run takes as many threads as its session has intra-op threads: a batched run on a 2-core machine
+takes both, a single-threaded run of a variant that runs its rows one at a time takes one, so two of
+those run side by side and the cores stay busy without ever running more compute threads than cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class ComputeBudget:
+    def __init__(self, threads: int):
+        self.threads = max(1, threads)
+        self.free = self.threads
+        self._waiting: deque[tuple[int, asyncio.Future]] = deque()
+
+    @property
+    def idle(self) -> bool:
+        return self.free == self.threads
+
+    async def acquire(self, threads: int) -> None:
+        threads = min(max(1, threads), self.threads)  # a run wider than the budget runs alone
+        if not self._waiting and self.free >= threads:
+            self.free -= threads
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting.append((threads, granted))
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self.release(threads)  # granted just as the waiter gave up
+            else:
+                self._waiting.remove((threads, granted))
+                self._grant()
+            raise
+
+    def release(self, threads: int) -> None:
+        self.free += min(max(1, threads), self.threads)
+        self._grant()
+
+    def _grant(self) -> None:
+        # In order: a wide run at the head is not overtaken by narrow ones behind it (no starvation).
+        while self._waiting and self.free >= self._waiting[0][0]:
+            threads, granted = self._waiting.popleft()
+            if granted.done():
+                continue
+            self.free -= threads
+            granted.set_result(None)

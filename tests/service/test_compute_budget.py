@@ -1,0 +1,61 @@
+"""The compute budget: never more threads than it holds, first come first served, nothing lost on cancel."""
+
+from __future__ import annotations
+
+import asyncio
+
+from service.compute_budget import ComputeBudget
+
+
+def test_runs_take_their_threads_and_wait_in_order():
+    async def scenario():
+        budget = ComputeBudget(2)
+        order: list[str] = []
+        await budget.acquire(1)
+        await budget.acquire(1)
+        assert budget.free == 0 and not budget.idle
+
+        async def run(name: str, threads: int):
+            await budget.acquire(threads)
+            order.append(name)
+
+        wide = asyncio.ensure_future(run("wide", 2))
+        await asyncio.sleep(0)
+        narrow = asyncio.ensure_future(run("narrow", 1))
+        await asyncio.sleep(0)
+        budget.release(1)
+        await asyncio.sleep(0.01)
+        assert order == [], "the narrow run does not overtake the wide one waiting ahead of it"
+        budget.release(1)
+        await wide
+        assert order == ["wide"] and budget.free == 0
+        budget.release(2)
+        await narrow
+        assert order == ["wide", "narrow"] and budget.free == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_waiter_that_gives_up_returns_nothing_it_did_not_get():
+    async def scenario():
+        budget = ComputeBudget(2)
+        await budget.acquire(2)
+        waiting = asyncio.ensure_future(budget.acquire(1))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        budget.release(2)
+        assert budget.free == 2 and budget.idle
+
+    asyncio.run(scenario())
+
+
+def test_a_run_wider_than_the_budget_runs_alone():
+    async def scenario():
+        budget = ComputeBudget(2)
+        await budget.acquire(8)
+        assert budget.free == 0
+        budget.release(8)
+        assert budget.free == 2
+
+    asyncio.run(scenario())

@@ -1,0 +1,31 @@
+"""The app's start-up: once the models are loaded, the heap they made is out of the collector's way, and
+FastAPI's OpenTelemetry hooks run only when asked for."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+from service.app import create_app
+from service.settings import Settings
+
+
+def test_loading_freezes_the_startup_heap_and_telemetry_is_off_unless_asked(api_repository):
+    async def start() -> int:
+        app = create_app(Settings(model_repository=api_repository))
+        async with app.router.lifespan_context(app):
+            for _ in range(600):  # the loader thread freezes right after the last model is ready
+                if gc.get_freeze_count() or not app.state.registry.entries:
+                    break
+                await asyncio.sleep(0.05)
+            assert not app.state.registry.loading
+            return gc.get_freeze_count()
+
+    gc.unfreeze()
+    try:
+        assert asyncio.run(start()) > 0
+    finally:
+        gc.unfreeze()
+    default = create_app(Settings(model_repository=api_repository))._telemetry
+    assert not (default["tracing"] or default["metrics"] or default["logs"])
+    assert create_app(Settings(model_repository=api_repository, otel=True))._telemetry["tracing"] is True

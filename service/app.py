@@ -107,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
             expose_headers=["x-request-id", "retry-after", "inference-header-content-length"],
         )
     app.add_middleware(RequestContext)
+    app.router.routes.extend(typed.LEAN_ROUTES)  # ahead of the typed router: matched first
     app.include_router(typed.router)
     app.include_router(health.router)
     app.include_router(v2.router)

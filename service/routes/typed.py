@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from pydantic import BaseModel, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.routing import Route
 
 from service.errors import UnsupportedMediaType
 from service.tasks.forecast import ForecastRequest, ForecastResponse
@@ -49,12 +54,16 @@ ERROR_RESPONSES = {
 }
 
 
+def check_media_type(request: Request, *accepted: str) -> None:
+    content_type = request.headers.get("content-type", "")
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type not in accepted and not (media_type == "" and "application/json" in accepted):
+        raise UnsupportedMediaType(f"send {' or '.join(accepted)}, not {media_type or 'no content type'}")
+
+
 def require_media_type(*accepted: str):
     async def check(request: Request) -> None:
-        content_type = request.headers.get("content-type", "")
-        media_type = content_type.split(";")[0].strip().lower()
-        if media_type not in accepted and not (media_type == "" and "application/json" in accepted):
-            raise UnsupportedMediaType(f"send {' or '.join(accepted)}, not {media_type or 'no content type'}")
+        check_media_type(request, *accepted)
 
     return Depends(check)
 
@@ -92,3 +101,51 @@ async def sentiment(request: Request, body: SentimentRequest):
 )
 async def predict_sequence(request: Request, body: ForecastRequest):
     return await request.app.state.dataplane.infer("forecast-lstm", body)
+
+
+# --- The JSON task routes, lean --------------------------------------------------------------------------
+# FastAPI's per-request machinery (dependency resolution, body parsing, response validation) took about a
+# third of the event loop's CPU per request (bench/README.md). The two JSON task routes are therefore served by plain Starlette routes, registered
+# ahead of the declarations above, which stay the OpenAPI contract: they parse and validate the same
+# pydantic models and raise the same errors, and the API tests hold both to it.
+
+
+async def parse_json_body(request: Request, model: type[BaseModel]) -> BaseModel:
+    """The body as `model`, with the errors FastAPI raises for a JSON body parameter."""
+    body = await request.body()
+    if not body:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    data: Any = body  # without a content type FastAPI validates the raw bytes (and refuses them)
+    if "content-type" in request.headers:
+        try:
+            data = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error", "input": {},
+                  "ctx": {"error": exc.msg}}]
+            ) from exc
+        except Exception as exc:  # undecodable bytes, nesting past the recursion limit
+            raise HTTPException(400, "There was an error parsing the body") from exc
+    try:
+        return model.model_validate(data, from_attributes=True)  # as FastAPI validates a body model
+    except ValidationError as exc:
+        errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from exc
+
+
+def lean_json_route(path: str, model_name: str, request_model: type[BaseModel]) -> Route:
+    async def endpoint(request: Request) -> Response:
+        request.scope["route"] = route  # the metrics label requests by their route
+        check_media_type(request, "application/json")
+        parsed = await parse_json_body(request, request_model)
+        result = await request.app.state.dataplane.infer(model_name, parsed)
+        return Response(result.__pydantic_serializer__.to_json(result), media_type="application/json")
+
+    route = Route(path, endpoint, methods=["POST"], include_in_schema=False)
+    return route
+
+
+LEAN_ROUTES = [
+    lean_json_route("/sentiment", "sentiment-transformer", SentimentRequest),
+    lean_json_route("/predict-sequence", "forecast-lstm", ForecastRequest),
+]

@@ -20,7 +20,8 @@ def raw_limit(repository: Path, endpoint: Endpoint, variant: str, batch_sizes: l
 
     Batches run as the service runs them: the registry's layout (intra-op threads, rows per session run)
     and service.dataplane.run_rows, as many batches at once as the compute budget allows (one per core
-    for a variant run row by row on single-threaded sessions, else one)."""
+    for a variant run row by row on single-threaded sessions, else one); a lone row of such a variant on
+    the session with every core, as the service runs it when idle."""
     cores = physical_cores()
     registry = ModelRegistry(Settings(model_repository=repository), ProviderPlan([("CPUExecutionProvider", {})], "bench"), cores)
     entry = registry.versions(endpoint.model)[-1]
@@ -29,20 +30,24 @@ def raw_limit(repository: Path, endpoint: Endpoint, variant: str, batch_sizes: l
     _, rows_per_run, threads = registry.layout(endpoint.model, manifest, variant)
     model_file, _ = manifest.variant(variant)
     model = OnnxModel(entry.version_dir / model_file, manifest.inputs, registry.plan, session_options(registry.settings, threads))
-    side_by_side = max(1, cores // model.threads)
+    solo = None  # as in the registry: a lone row on an idle machine runs on every core
+    if threads < cores and rows_per_run:
+        solo = OnnxModel(entry.version_dir / model_file, manifest.inputs, registry.plan, session_options(registry.settings, cores))
     requests = request_objects(endpoint)
     results = {}
     for batch in batch_sizes:
         rows = rows_for_batch(task, requests, batch)
+        run_with = solo if solo is not None and batch == 1 else model
+        side_by_side = max(1, cores // run_with.threads)
         for _ in range(3):
-            run_rows(model, task.collate, rows, rows_per_run)
+            run_rows(run_with, task.collate, rows, rows_per_run)
         latencies: list[float] = []
         stop = time.perf_counter() + seconds
 
         def loop() -> None:
             while time.perf_counter() < stop or len(latencies) < 5:
                 begun = time.perf_counter()
-                run_rows(model, task.collate, rows, rows_per_run)
+                run_rows(run_with, task.collate, rows, rows_per_run)
                 latencies.append(time.perf_counter() - begun)
 
         started = time.perf_counter()

@@ -42,23 +42,32 @@ class CancelOnDisconnect:
                 answered = True
             await send(message)
 
+        handler = asyncio.current_task()
+        cancelled = False  # by the watcher, because the client went away
+        done = False
+
         async def watch() -> None:
+            nonlocal cancelled
             await body_read.wait()
             while not disconnected.is_set():
                 if (await receive())["type"] == "http.disconnect":
                     disconnected.set()
-            if not handler.done() and not answered:
+            if not answered and not done:
+                cancelled = True
                 handler.cancel()
                 log.info("%s %s: the client disconnected; its work was dropped", scope.get("method"), scope.get("path"))
 
-        handler = asyncio.ensure_future(self.app(scope, app_receive, tracking_send))
+        # The app runs in this task (a task of its own per request costs the event loop); the watcher
+        # cancels it here, and the cancellation it caused is taken back, as asyncio.timeout does.
         watcher = asyncio.ensure_future(watch())
         try:
-            await handler
+            await self.app(scope, app_receive, tracking_send)
         except asyncio.CancelledError:
-            if not disconnected.is_set():
-                raise  # cancelled from outside (shutdown), not by the client
+            if not cancelled or handler.uncancel() > 0:
+                raise  # cancelled from outside (shutdown), not (only) by the client
+        else:
+            if cancelled:
+                handler.uncancel()  # the app swallowed it
         finally:
+            done = True
             watcher.cancel()
-            if not handler.done():
-                handler.cancel()

@@ -7,7 +7,6 @@ Routers parse HTTP and call ``DataPlane.infer``; the dataplane knows nothing abo
 from __future__ import annotations
 
 import asyncio
-import sys
 import weakref
 from collections import Counter
 from concurrent.futures import Executor
@@ -60,15 +59,6 @@ class ModelStats:
         }
 
 
-async def within(work, timeout: float):
-    """await `work` within `timeout` seconds (asyncio.TimeoutError beyond). asyncio.timeout (3.11+) cancels
-    the work in place; wait_for before 3.12 wraps it in a task of its own, a cost on every request."""
-    if sys.version_info < (3, 11):
-        return await asyncio.wait_for(work, timeout)
-    async with asyncio.timeout(timeout):
-        return await work
-
-
 def run_rows(
     model: OnnxModel, collate: Callable[[Sequence[Any]], dict[str, np.ndarray]], rows: Sequence[Any],
     rows_per_run: int | None = None,
@@ -112,13 +102,19 @@ class DataPlane:
             stats = self.stats.setdefault(key, ModelStats())
             labels = (entry.name, entry.version, entry.variant or "fp32")
 
+            m = self.metrics
+            runs, rows, sizes, queued, computed = (
+                m.child(metric, *labels)
+                for metric in (m.exec_count, m.inference_count, m.batch_size, m.queue_seconds, m.compute_seconds)
+            )
+
             def on_batch(batch: BatchStats) -> None:
                 stats.record_batch(batch)
-                self.metrics.exec_count.labels(*labels).inc()
-                self.metrics.inference_count.labels(*labels).inc(batch.rows)
-                self.metrics.batch_size.labels(*labels).observe(batch.rows)
-                self.metrics.queue_seconds.labels(*labels).observe(batch.queue_s)
-                self.metrics.compute_seconds.labels(*labels).observe(batch.compute_s)
+                runs.inc()
+                rows.inc(batch.rows)
+                sizes.observe(batch.rows)
+                queued.observe(batch.queue_s)
+                computed.observe(batch.compute_s)
 
             def run(rows):
                 self.faults.check(entry.name, "run")
@@ -191,19 +187,20 @@ class DataPlane:
         timeout = self.settings.request_timeout_s
         try:
             try:
-                result = await within(work, timeout)
+                async with asyncio.timeout(timeout):  # cancels the work in place; no task of its own
+                    result = await work
             except asyncio.TimeoutError:
                 raise DeadlineExceeded(f"no answer within the {timeout:g} s deadline; the request was dropped") from None
         except ServiceError as exc:
             self._failed(entry, stats, exc)
             raise
-        self.metrics.inference_success.labels(entry.name, entry.version, entry.variant or "fp32").inc()
+        self.metrics.child(self.metrics.inference_success, entry.name, entry.version, entry.variant or "fp32").inc()
         return result
 
     def _failed(self, entry: ModelEntry, stats: ModelStats, exc: ServiceError) -> None:
         if exc.status >= 500:
             stats.failures += 1
-            self.metrics.inference_failure.labels(entry.name, entry.version, entry.variant or "fp32").inc()
+            self.metrics.child(self.metrics.inference_failure, entry.name, entry.version, entry.variant or "fp32").inc()
 
     async def decode(self, entry: ModelEntry, request: BaseModel):
         task = entry.task

@@ -20,6 +20,7 @@ ROUTE_MODELS = {"/classify-image": "mnist-cnn", "/sentiment": "sentiment-transfo
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple, object] = {}
         model = ["model", "version", "variant"]
         self.requests = Counter("ortserve_http_requests", "HTTP requests by route, model and status",
                                 ["endpoint", "method", "model", "status"], registry=self.registry)
@@ -40,6 +41,14 @@ class Metrics:
                                          model, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.ready = Gauge("ortserve_model_ready", "1 when the model version serves", [*model, "provider"],
                            registry=self.registry)
+
+    def child(self, metric, *labels: str):
+        """metric.labels(*labels), looked up once: prometheus_client takes a lock and builds a key per call."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self, registry) -> tuple[bytes, str]:
         """The exposition text; readiness is read from the model registry at scrape time."""
@@ -75,5 +84,5 @@ class RequestMetrics:
             endpoint = getattr(route, "path", None) or "unmatched"
             model = scope.get("path_params", {}).get("name") or ROUTE_MODELS.get(endpoint, "")
             method = scope.get("method", "")
-            self.metrics.requests.labels(endpoint, method, model, str(status["code"])).inc()
-            self.metrics.request_seconds.labels(endpoint, method).observe(time.perf_counter() - started)
+            self.metrics.child(self.metrics.requests, endpoint, method, model, str(status["code"])).inc()
+            self.metrics.child(self.metrics.request_seconds, endpoint, method).observe(time.perf_counter() - started)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import logging
 import time
 from collections import deque
@@ -172,15 +171,14 @@ class DynamicBatcher:
             if not batch:
                 self.budget.release(threads)
                 continue
-            # The batch runs on its own while the worker waits for threads for the next one: with threads
-            # to spare (single-threaded runs), the next batch starts before this one ends.
-            running = asyncio.get_running_loop().create_task(self._run_batch(batch, run))
+            # The session thread starts now; the answers are handed out by a task of their own while the
+            # worker waits for threads for the next batch (with threads to spare, it starts at once).
+            loop = asyncio.get_running_loop()
+            started = time.monotonic()
+            computing = loop.run_in_executor(self.executor, run, [item.row for item in batch])
+            running = loop.create_task(self._finish_batch(batch, run, computing, threads, started))
             self._running.add(running)
-            running.add_done_callback(functools.partial(self._ran, threads=threads))
-
-    def _ran(self, running: asyncio.Task, threads: int) -> None:
-        self._running.discard(running)
-        self.budget.release(threads)
+            running.add_done_callback(self._running.discard)
 
     async def _wait_for_fuller_batch(self) -> None:
         deadline = self._queue[0].arrived + self.max_queue_delay_s
@@ -226,35 +224,43 @@ class DynamicBatcher:
         # Keep each request's rows in order inside the batch (not required, but cheaper to read).
         return sorted(chosen, key=lambda item: item.arrived)
 
-    async def _run_batch(self, batch: list[_Row], run: RunRows | None = None) -> None:
-        run = run or self.run
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
+    async def _finish_batch(
+        self, batch: list[_Row], run: RunRows, computing: asyncio.Future, threads: int, started: float
+    ) -> None:
         queue_s = started - min(item.arrived for item in batch)
         requests = {id(item.request): item.request for item in batch}
+        holding = True
         try:
-            outputs = await loop.run_in_executor(self.executor, run, [item.row for item in batch])
-        except asyncio.CancelledError:  # the batcher is stopping
-            self._fail(batch, InferenceFailed(f"{self.name} is shutting down"))
-            raise
-        except Exception as exc:  # noqa: BLE001 - every failure is handed to its requests
-            self._record(batch, len(requests), queue_s, time.monotonic() - started, failed=True)
-            if len(requests) > 1:
-                await self._retry_alone(batch)
-            else:
-                self._fail(batch, exc)
-            return
-        self._record(batch, len(requests), queue_s, time.monotonic() - started, failed=False)
-        self._deliver(batch, outputs)
+            try:
+                outputs = await computing
+            except asyncio.CancelledError:  # the batcher is stopping
+                self._fail(batch, InferenceFailed(f"{self.name} is shutting down"))
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is handed to its requests
+                self._record(batch, len(requests), queue_s, time.monotonic() - started, failed=True)
+                if len(requests) > 1:
+                    await self._retry_alone(batch, run)
+                else:
+                    self._fail(batch, exc)
+                return
+            # Give the threads back before answering: the worker's next batch is scheduled ahead of the
+            # answers, so the session threads do not wait while the event loop writes responses.
+            self.budget.release(threads)
+            holding = False
+            self._record(batch, len(requests), queue_s, time.monotonic() - started, failed=False)
+            self._deliver(batch, outputs)
+        finally:
+            if holding:
+                self.budget.release(threads)
 
-    async def _retry_alone(self, batch: list[_Row]) -> None:
+    async def _retry_alone(self, batch: list[_Row], run: RunRows) -> None:
         loop = asyncio.get_running_loop()
         by_request: dict[int, list[_Row]] = {}
         for item in batch:
             by_request.setdefault(id(item.request), []).append(item)
         for rows in by_request.values():
             try:
-                outputs = await loop.run_in_executor(self.executor, self.run, [item.row for item in rows])
+                outputs = await loop.run_in_executor(self.executor, run, [item.row for item in rows])
             except Exception as exc:  # noqa: BLE001
                 self._fail(rows, exc)
             else:

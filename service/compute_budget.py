@@ -33,7 +33,7 @@ class ComputeBudget:
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
                 self.release(threads)  # granted just as the waiter gave up
-            else:
+            elif (threads, granted) in self._waiting:  # else a release already passed over it
                 self._waiting.remove((threads, granted))
                 self._grant()
             raise

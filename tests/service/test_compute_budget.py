@@ -59,3 +59,20 @@ def test_a_run_wider_than_the_budget_runs_alone():
         assert budget.free == 2
 
     asyncio.run(scenario())
+
+
+def test_a_waiter_dropped_by_a_release_before_it_wakes_still_just_gives_up():
+    """Cancelled, then passed over by a release before its task ran: it ends cancelled, owing nothing."""
+
+    async def scenario():
+        budget = ComputeBudget(1)
+        await budget.acquire(1)
+        waiting = asyncio.ensure_future(budget.acquire(1))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        budget.release(1)  # before the cancelled waiter's task has run
+        [outcome] = await asyncio.gather(waiting, return_exceptions=True)
+        assert isinstance(outcome, asyncio.CancelledError)
+        assert budget.free == 1 and budget.idle
+
+    asyncio.run(scenario())

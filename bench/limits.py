@@ -10,8 +10,8 @@ from pathlib import Path
 from bench.payloads import Endpoint, request_objects, rows_for_batch
 from service.cpus import physical_cores
 from service.dataplane import run_rows
-from service.registry import ModelRegistry, task_class
-from service.runtime import OnnxModel, ProviderPlan, session_options
+from service.registry import ModelRegistry
+from service.runtime import ProviderPlan
 from service.settings import Settings
 
 
@@ -23,16 +23,13 @@ def raw_limit(repository: Path, endpoint: Endpoint, variant: str, batch_sizes: l
     for a variant run row by row on single-threaded sessions, else one); a lone row of such a variant on
     the session with every core, as the service runs it when idle."""
     cores = physical_cores()
-    registry = ModelRegistry(Settings(model_repository=repository), ProviderPlan([("CPUExecutionProvider", {})], "bench"), cores)
+    settings = Settings(model_repository=repository, variants={endpoint.model: variant})
+    registry = ModelRegistry(settings, ProviderPlan([("CPUExecutionProvider", {})], "bench"), cores)
     entry = registry.versions(endpoint.model)[-1]
-    manifest = entry.manifest
-    task = task_class(manifest.task)(manifest.preprocessing, manifest.labels, entry.version_dir)
-    _, rows_per_run, threads = registry.layout(endpoint.model, manifest, variant)
-    model_file, _ = manifest.variant(variant)
-    model = OnnxModel(entry.version_dir / model_file, manifest.inputs, registry.plan, session_options(registry.settings, threads))
-    solo = None  # as in the registry: a lone row on an idle machine runs on every core
-    if threads < cores and rows_per_run:
-        solo = OnnxModel(entry.version_dir / model_file, manifest.inputs, registry.plan, session_options(registry.settings, cores))
+    registry.load(entry)  # the service's own sessions: layout, warm-up, and the every-core one for a lone row
+    if not entry.ready:
+        raise RuntimeError(f"{endpoint.model}/{entry.version} ({variant}) did not load: {entry.error}")
+    task, model, solo, rows_per_run = entry.task, entry.model, entry.solo_model, entry.rows_per_run
     requests = request_objects(endpoint)
     results = {}
     for batch in batch_sizes:

@@ -200,9 +200,8 @@ class DynamicBatcher:
             return self.max_batch_size
         return max(1, min(self.max_batch_size, -(-len(self._queue) // (runs_besides + 1))))
 
-    def _take(self, size: int | None = None) -> list[_Row]:
-        """Up to `size` (max_batch_size) live rows; when more wait, the oldest and those nearest its length."""
-        size = size or self.max_batch_size
+    def _take(self, size: int) -> list[_Row]:
+        """Up to `size` live rows; when more wait, the oldest and those nearest its length."""
         live = [item for item in self._queue if not item.request.future.done()]
         if len(live) <= size:
             self._queue.clear()

@@ -152,6 +152,16 @@ def wait_for_health(server: RunningServer, status: int, timeout: float = 120.0) 
     raise TimeoutError(f"/health never answered {status}:\n{server.output()}")
 
 
+def wait_for_loading_to_end(server: RunningServer, timeout: float = 60.0) -> httpx.Response:
+    """/health of a server that cannot be healthy (a model fails) once it has stopped loading: a 503."""
+    response = wait_for_health(server, 503)
+    deadline = time.monotonic() + timeout
+    while response.json()["status"] == "loading" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        response = wait_for_health(server, 503)
+    return response
+
+
 @pytest.fixture(scope="session")
 def server(api_repository, tmp_path_factory):
     """One real server for the API tests (real models where built, quick ones otherwise)."""

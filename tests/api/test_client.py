@@ -9,11 +9,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.conftest import ROOT, free_port, start_server, wait_for_health
+from tests.conftest import ROOT, free_port, start_server, wait_for_loading_to_end
 
 DIGIT_7 = ROOT / "tests" / "data" / "digit-7.png"
 DIGIT_3 = ROOT / "tests" / "data" / "digit-3.png"
@@ -202,11 +201,7 @@ def test_a_degraded_server_is_shown_and_exits_non_zero(api_repository, tmp_path)
     with (repository / "forecast-lstm" / "1" / "model.onnx").open("ab") as handle:
         handle.write(b"tampered")
     with start_server(repository, tmp_path / "log", wait_ready=False) as degraded:
-        response = wait_for_health(degraded, 503)
-        deadline = time.monotonic() + 60
-        while response.json()["status"] == "loading" and time.monotonic() < deadline:
-            time.sleep(0.1)
-            response = wait_for_health(degraded, 503)
+        wait_for_loading_to_end(degraded)
         result = run_client("health", url=degraded.url)
         assert result.returncode == SERVER_ERROR
         assert result.stdout.splitlines()[0] == f"{degraded.url}: degraded"

@@ -5,12 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 
 import httpx
 
 from service.app import HOLD_LOADING_ENV
-from tests.conftest import ROOT, start_server, wait_for_health
+from tests.conftest import ROOT, start_server, wait_for_health, wait_for_loading_to_end
 
 MODELS = {"mnist-cnn", "forecast-lstm", "sentiment-transformer"}
 
@@ -60,11 +59,7 @@ def test_corrupted_model_is_refused_and_the_rest_serve(api_repository, tmp_path)
     with (repository / "forecast-lstm" / "1" / "model.onnx").open("ab") as handle:
         handle.write(b"tampered")
     with start_server(repository, tmp_path / "log", wait_ready=False) as server:
-        response = wait_for_health(server, 503)
-        deadline = time.monotonic() + 60
-        while response.json()["status"] == "loading" and time.monotonic() < deadline:
-            time.sleep(0.1)
-            response = httpx.get(server.url + "/health")
+        response = wait_for_loading_to_end(server)
         assert response.status_code == 503 and response.json()["status"] == "degraded"
         # One failed model does not make the container unhealthy, nor take the others out of rotation.
         assert httpx.get(server.url + "/health/live").status_code == 200

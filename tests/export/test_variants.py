@@ -10,7 +10,7 @@ import pytest
 from export.variants import BATCH_TOLERANCE, MIN_SPEEDUP, Guard
 from service.cpus import physical_cores
 from service.manifest import ModelManifest, sha256_of
-from tests.conftest import MODEL_NAMES, start_server, wait_for_health
+from tests.conftest import MODEL_NAMES, start_server, wait_for_loading_to_end
 
 
 def test_guard_for_accuracy_allows_one_point():
@@ -61,9 +61,7 @@ def test_the_service_serves_the_chosen_variant_and_the_setting_overrides_it(api_
         pytest.skip("the sentiment model has a single variant in this repository")
     overrides = json.dumps({"sentiment-transformer": other, "mnist-cnn": "no-such-variant"})
     with start_server(api_repository, tmp_path / "log", "--variants", overrides, wait_ready=False) as server:
-        response = wait_for_health(server, 503)
-        while response.json()["status"] == "loading":
-            response = wait_for_health(server, 503)
+        response = wait_for_loading_to_end(server)
         models = {m["name"]: m for m in response.json()["models"]}
     assert models["sentiment-transformer"]["variant"] == other and models["sentiment-transformer"]["ready"]
     assert models["mnist-cnn"]["state"] == "failed" and "no variant 'no-such-variant'" in models["mnist-cnn"]["error"]

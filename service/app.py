@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from service.auth import ApiKeys, read_keys
 from service.body_limit import BodySizeLimit
 from service.cancellation import CancelOnDisconnect
-from service.compute_budget import ComputeBudget
+from service.compute_budget import ComputeBudget, set_compute_priority
 from service.cpus import physical_cores
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
@@ -56,7 +56,10 @@ def create_app(settings: Settings) -> FastAPI:
         registry = app.state.registry = ModelRegistry(settings, plan, physical_cores())
         # inference_workers runs of every core's worth of threads at once: as many single-threaded runs.
         budget = ComputeBudget(settings.inference_workers * registry.cpus)
-        run_pool = ThreadPoolExecutor(budget.threads, thread_name_prefix="inference")
+        run_pool = ThreadPoolExecutor(
+            budget.threads, thread_name_prefix="inference",
+            initializer=set_compute_priority, initargs=(settings.compute_priority,),
+        )
         decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         app.state.dataplane = DataPlane(registry, settings, run_pool, decode_pool, metrics, budget)
         app.state.control_lock = asyncio.Lock()  # one model-control operation at a time

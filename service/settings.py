@@ -50,6 +50,12 @@ class Settings(BaseSettings):
         description="full-width session runs at once across all models: the compute budget is this times the physical cores, "
         "and each run takes its intra-op threads from it (so row-by-row variants run one per core)",
     )
+    compute_priority: Literal["idle", "normal"] = Field(
+        "idle",
+        description="scheduling of the threads that run sessions: idle (Linux SCHED_IDLE) lets the event loop and decoding "
+        "run the moment they need a core and gives compute every cycle left over; normal when other busy processes "
+        "share the service's cgroup",
+    )
     decode_workers: int = Field(2, ge=1, le=64, description="threads that decode images (a bounded pool)")
     batching: dict[str, BatchPolicy] = Field(
         default_factory=dict,

@@ -1,10 +1,18 @@
-"""The compute budget: never more threads than it holds, first come first served, nothing lost on cancel."""
+"""The compute budget: never more threads than it holds, first come first served, nothing lost on cancel;
+and the threads that run sessions yield to the event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
+from pathlib import Path
 
-from service.compute_budget import ComputeBudget
+import pytest
+
+from service.compute_budget import ComputeBudget, set_compute_priority
+
+linux_only = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
 
 
 def test_runs_take_their_threads_and_wait_in_order():
@@ -76,3 +84,23 @@ def test_a_waiter_dropped_by_a_release_before_it_wakes_still_just_gives_up():
         assert budget.free == 1 and budget.idle
 
     asyncio.run(scenario())
+
+
+@linux_only
+@pytest.mark.parametrize("priority, policy", [("idle", "SCHED_IDLE"), ("normal", "SCHED_OTHER")])
+def test_a_compute_thread_runs_at_the_priority_asked_for(priority, policy):
+    seen = []
+    thread = threading.Thread(target=lambda: (set_compute_priority(priority), seen.append(os.sched_getscheduler(0))))
+    thread.start()
+    thread.join()
+    assert seen == [getattr(os, policy)]
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER, "the caller's own thread is untouched"
+
+
+@linux_only
+def test_the_server_runs_sessions_on_idle_priority_threads_and_its_event_loop_at_normal(client, server):
+    assert client.post("/sentiment", json={"text": "A fine day."}).status_code == 200
+    pid = server.process.pid
+    policies = {int(task.name): os.sched_getscheduler(int(task.name)) for task in Path(f"/proc/{pid}/task").iterdir()}
+    assert policies[pid] == os.SCHED_OTHER, "the event loop"
+    assert os.SCHED_IDLE in policies.values(), "the thread that ran the session"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from bench.payloads import Endpoint, request_objects, rows_for_batch
 from service.cpus import physical_cores
-from service.dataplane import run_rows
 from service.registry import ModelRegistry
 from service.runtime import ProviderPlan
 from service.settings import Settings
@@ -18,10 +17,10 @@ from service.settings import Settings
 def raw_limit(repository: Path, endpoint: Endpoint, variant: str, batch_sizes: list[int], seconds: float) -> dict[str, dict]:
     """batch size -> rows/s and median latency of one batch, pre-processing excluded.
 
-    Batches run as the service runs them: the registry's layout (intra-op threads, rows per session run)
-    and service.dataplane.run_rows, as many batches at once as the compute budget allows (one per core
-    for a variant run row by row on single-threaded sessions, else one); a lone row of such a variant on
-    the session with every core, as the service runs it when idle."""
+    Batches run as the service runs them: the registry's layout (intra-op threads) and sessions, as many
+    batches at once as the compute budget allows (one per core for a variant whose graph runs its rows
+    one at a time on single-threaded sessions, else one); a lone row of such a variant on the session with
+    every core, as the service runs it when idle."""
     cores = physical_cores()
     settings = Settings(model_repository=repository, variants={endpoint.model: variant})
     registry = ModelRegistry(settings, ProviderPlan([("CPUExecutionProvider", {})], "bench"), cores)
@@ -29,22 +28,23 @@ def raw_limit(repository: Path, endpoint: Endpoint, variant: str, batch_sizes: l
     registry.load(entry)  # the service's own sessions: layout, warm-up, and the every-core one for a lone row
     if not entry.ready:
         raise RuntimeError(f"{endpoint.model}/{entry.version} ({variant}) did not load: {entry.error}")
-    task, model, solo, rows_per_run = entry.task, entry.model, entry.solo_model, entry.rows_per_run
+    task, model, solo = entry.task, entry.model, entry.solo_model
     requests = request_objects(endpoint)
     results = {}
     for batch in batch_sizes:
         rows = rows_for_batch(task, requests, batch)
         run_with = solo if solo is not None and batch == 1 else model
         side_by_side = max(1, cores // run_with.threads)
+        feeds = task.collate(rows)  # pre-processing excluded
         for _ in range(3):
-            run_rows(run_with, task.collate, rows, rows_per_run)
+            run_with.run(feeds)
         latencies: list[float] = []
         stop = time.perf_counter() + seconds
 
         def loop() -> None:
             while time.perf_counter() < stop or len(latencies) < 5:
                 begun = time.perf_counter()
-                run_rows(run_with, task.collate, rows, rows_per_run)
+                run_with.run(feeds)
                 latencies.append(time.perf_counter() - begun)
 
         started = time.perf_counter()

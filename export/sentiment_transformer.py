@@ -234,6 +234,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
         held_out=held_out,
         bench_feeds=task.collate(task.decode(SentimentRequest(texts=bench_texts)).rows),
         classifier=True,
+        lengths_from="attention_mask",
     )
 
     return ModelManifest(

@@ -11,7 +11,7 @@ import weakref
 from collections import Counter
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -24,7 +24,6 @@ from service.faults import FaultInjector
 from service.metrics import Metrics
 from service.protocol.v2 import DATATYPES
 from service.registry import ModelEntry, ModelRegistry
-from service.runtime import OnnxModel
 from service.settings import Settings
 
 
@@ -57,18 +56,6 @@ class ModelStats:
             "mean_batch": round(self.rows / self.batches, 3) if self.batches else 0.0,
             "batch_sizes": {str(size): count for size, count in sorted(self.batch_sizes.items())},
         }
-
-
-def run_rows(
-    model: OnnxModel, collate: Callable[[Sequence[Any]], dict[str, np.ndarray]], rows: Sequence[Any],
-    rows_per_run: int | None = None,
-) -> list[np.ndarray]:
-    """One batch's rows -> its outputs: one session run, or, for a variant that is not batch-invariant,
-    one run per `rows_per_run` rows."""
-    if not rows_per_run or len(rows) <= rows_per_run:
-        return model.run(collate(rows))
-    parts = [model.run(collate(rows[i : i + rows_per_run])) for i in range(0, len(rows), rows_per_run)]
-    return [np.concatenate(outputs) for outputs in zip(*parts)]
 
 
 class DataPlane:
@@ -118,7 +105,7 @@ class DataPlane:
 
             def run(rows):
                 self.faults.check(entry.name, "run")
-                return run_rows(model, task.collate, rows, entry.rows_per_run)
+                return model.run(task.collate(rows))
 
             solo = entry.solo_model
 
@@ -228,7 +215,6 @@ class DataPlane:
         stats = self.stats.get((entry.name, entry.version), ModelStats())
         return {
             "max_batch_size": policy.max_batch_size,
-            "rows_per_run": entry.rows_per_run or policy.max_batch_size,
             "threads_per_run": entry.model.threads if entry.model else None,
             "max_queue_delay_ms": policy.max_queue_delay_ms,
             "queued_rows": entry.batcher.queued_rows if entry.batcher else 0,

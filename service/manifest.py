@@ -125,9 +125,9 @@ class VariantRecord(_Strict):
     throughput_ratio: float  # rows/s relative to fp32, in-process, same threads, at batch_size
     batch_size: int
     within_guard: bool  # its headline metric is within the guard of fp32's (see `guard`)
-    batch_invariant: bool = True  # a row scores the same whatever else is in its batch
-    # Set to 1 for a variant that is not batch-invariant: it is timed, scored and served one row per run.
-    serve_max_batch_size: Union[int, None] = None
+    # Its graph loops over the batch, running one row at a time (export.variants.rows_one_at_a_time): its
+    # quantisation would otherwise score a row by its batch mates. On CPU it runs single-threaded, side by side.
+    rows_one_at_a_time: bool = False
 
 
 class ModelManifest(_Strict):

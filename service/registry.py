@@ -51,8 +51,7 @@ class ModelEntry:
     task: Task | None = None
     variant: str | None = None  # which model file is served (see ModelManifest.variants)
     policy: BatchPolicy | None = None  # batching as served
-    rows_per_run: int | None = None  # a variant that is not batch-invariant runs its batches' rows one at a time
-    solo_model: OnnxModel | None = None  # the same file on every core, for a lone row (row-by-row variants)
+    solo_model: OnnxModel | None = None  # the same file on every core, for a lone row (variants that run rows one at a time)
     batcher: Any = None  # the dataplane's DynamicBatcher for this loaded session, made on first use
 
     @property
@@ -143,43 +142,45 @@ class ModelRegistry:
             digest = sha256_of(model_path)
             if digest != expected:
                 raise ValueError(f"{model_path} sha256 {digest[:12]}... does not match the manifest's {expected[:12]}...")
-            policy, rows_per_run, threads = self.layout(entry.name, manifest, variant)
+            policy, one_at_a_time, threads = self.layout(entry.name, manifest, variant)
             options = session_options(self.settings, threads)
             model = OnnxModel(model_path, manifest.inputs, self.plan, options)
+            max_length = getattr(manifest.preprocessing, "max_length", 0)
             # A row-by-row variant's lone row on an idle machine runs on a session with every core: the
             # single-threaded ones are for side-by-side runs under load.
             solo = None
-            if threads < self.cpus and rows_per_run:
+            if threads < self.cpus and one_at_a_time:
                 solo = OnnxModel(model_path, manifest.inputs, self.plan, session_options(self.settings, self.cpus))
-                solo.warm_up(1, getattr(manifest.preprocessing, "max_length", 0))
+                solo.warm_up(1, max_length)
             task = task_class(manifest.task)(
                 manifest.preprocessing, manifest.labels, entry.version_dir, limits=self.settings.input_limits()
             )
-            model.warm_up(rows_per_run or policy.max_batch_size, getattr(manifest.preprocessing, "max_length", 0))
+            # A graph that loops over its rows runs each at batch 1 whatever the batch: batch 1 warms every
+            # shape its kernels will see.
+            model.warm_up(1 if one_at_a_time else policy.max_batch_size, max_length)
         except Exception as exc:  # one bad model must not take the others down
             self._fail(entry, exc)
             return
         entry.model, entry.task, entry.variant, entry.policy = model, task, variant, policy
-        entry.rows_per_run, entry.solo_model = rows_per_run, solo
+        entry.solo_model = solo
         entry.state, entry.error = "ready", None
         log.info("model %s/%s (%s) ready on %s", entry.name, entry.version, variant, ", ".join(model.providers))
 
-    def layout(self, name: str, manifest: ModelManifest, variant: str) -> tuple[BatchPolicy, int | None, int]:
-        """How a model variant runs: its batching, the rows per session run and the intra-op threads.
+    def layout(self, name: str, manifest: ModelManifest, variant: str) -> tuple[BatchPolicy, bool, int]:
+        """How a model variant runs: its batching, whether its graph runs rows one at a time, and the
+        intra-op threads.
 
-        A variant that is not batch-invariant still batches (one hand-over to a session thread for many
-        rows), but each session run takes serve_max_batch_size rows, so no answer depends on its batch mates.
-        On CPU such small runs are single-threaded and run side by side, one per core (the compute budget
-        allows it): intra-op threads on so small a run spend their time synchronising (bench/README.md)."""
+        A variant whose graph loops over its rows (its quantisation is not batch-invariant) still batches:
+        one session call for many rows. On CPU such runs are single-threaded and run side by side, one per
+        core (the compute budget allows it): intra-op threads on a one-row run spend their time
+        synchronising (bench/README.md)."""
         policy = self.settings.batch_policy(name)
         record = manifest.variant_record(variant)
-        rows_per_run = None
-        if record and record.serve_max_batch_size and name not in self.settings.batching:
-            rows_per_run = min(policy.max_batch_size, record.serve_max_batch_size)
+        one_at_a_time = bool(record and record.rows_one_at_a_time)
         threads = self.settings.intra_op_threads or self.cpus
-        if rows_per_run and self.plan.providers[0][0] == CPU:
+        if one_at_a_time and self.plan.providers[0][0] == CPU:
             threads = self.settings.intra_op_threads or 1
-        return policy, rows_per_run, threads
+        return policy, one_at_a_time, threads
 
     @staticmethod
     def _fail(entry: ModelEntry, exc: Exception) -> None:

@@ -42,13 +42,13 @@ class Settings(BaseSettings):
         "HEURISTIC", description="cuDNN convolution algorithm search"
     )
     intra_op_threads: int = Field(
-        0, ge=0, description="threads inside one session run (0 = the physical cores this process may use; 1 for a variant run row by row)"
+        0, ge=0, description="threads inside one session run (0 = the physical cores this process may use; 1 for a variant whose graph runs its rows one at a time)"
     )
     inter_op_threads: int = Field(1, ge=1, description="threads across operators")
     inference_workers: int = Field(
         1, ge=1, le=64,
         description="full-width session runs at once across all models: the compute budget is this times the physical cores, "
-        "and each run takes its intra-op threads from it (so row-by-row variants run one per core)",
+        "and each run takes its intra-op threads from it (so single-threaded runs of a variant that runs its rows one at a time go one per core)",
     )
     compute_priority: Literal["idle", "normal"] = Field(
         "idle",

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper
 
-from export.variants import BATCH_TOLERANCE, MIN_SPEEDUP, Guard
+from export.variants import BATCH_TOLERANCE, MIN_SPEEDUP, Guard, rows_one_at_a_time
 from service.cpus import physical_cores
 from service.manifest import ModelManifest, sha256_of
 from tests.conftest import MODEL_NAMES, start_server, wait_for_loading_to_end
@@ -41,8 +46,7 @@ def test_manifest_variants_meet_the_rule(api_repository, name):
         assert variant.throughput_ratio >= MIN_SPEEDUP, "a variant that is not faster is not kept"
         assert variant.within_guard == guard.holds(manifest.metrics.model[headline], variant.metrics[headline])
         assert set(variant.metrics) >= {headline} and variant.parity.n > 0
-        assert variant.batch_invariant == (variant.parity.batch_max_abs_diff <= BATCH_TOLERANCE)
-        assert variant.serve_max_batch_size == (None if variant.batch_invariant else 1)
+        assert variant.parity.batch_max_abs_diff <= BATCH_TOLERANCE, "a kept variant scores a row alone as in a batch"
     eligible = [v for v in manifest.variants if v.within_guard]
     expected = max(eligible, key=lambda v: v.throughput_ratio).name if eligible else "fp32"
     assert manifest.served_variant == expected
@@ -67,18 +71,52 @@ def test_the_service_serves_the_chosen_variant_and_the_setting_overrides_it(api_
     assert models["mnist-cnn"]["state"] == "failed" and "no variant 'no-such-variant'" in models["mnist-cnn"]["error"]
 
 
-def test_a_variant_that_is_not_batch_invariant_is_served_one_row_per_run(api_repository, client):
+def test_a_variant_whose_graph_runs_rows_one_at_a_time_runs_single_threaded_side_by_side(api_repository, client):
     for model in client.get("/models").json()["models"]:
         manifest = ModelManifest.load(api_repository / model["name"] / "1")
         record = manifest.variant_record(model["variant"])
-        if record is not None and not record.batch_invariant:
-            assert model["batching"]["rows_per_run"] == 1
-            assert model["batching"]["threads_per_run"] == 1  # on CPU, single-threaded runs side by side
-        else:
-            assert model["batching"]["threads_per_run"] == physical_cores()
+        expected = 1 if record is not None and record.rows_one_at_a_time else physical_cores()
+        assert model["batching"]["threads_per_run"] == expected  # on CPU
 
 
-def test_answers_of_a_variant_served_one_row_per_run_do_not_depend_on_batch_mates(client):
+def _depends_on_batch_mates(path: Path) -> None:
+    """y[b] = sum of row b's values - the mean of the whole (padded) batch: a row's answer depends on the
+    other rows and on its padding, as a dynamically quantised graph's does."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axis1"], ["sums"], keepdims=1),
+         helper.make_node("ReduceMean", ["x"], ["mean"], keepdims=1),
+         helper.make_node("Sub", ["sums", "mean"], ["y"])],
+        "mates",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence"]),
+         helper.make_tensor_value_info("mask", TensorProto.INT64, ["batch", "sequence"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[helper.make_tensor("axis1", TensorProto.INT64, [1], [1])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def test_rows_one_at_a_time_scores_each_row_as_it_scores_alone_and_unpadded(tmp_path):
+    _depends_on_batch_mates(tmp_path / "mates.onnx")
+    rows_one_at_a_time(tmp_path / "mates.onnx", tmp_path / "looped.onnx", lengths_from="mask")
+    original, looped = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]) for f in ("mates.onnx", "looped.onnx"))
+    lengths = [3, 1, 5]
+    x = np.zeros((3, 5), dtype=np.float32)
+    mask = np.zeros((3, 5), dtype=np.int64)
+    for row, length in enumerate(lengths):
+        x[row, :length] = np.arange(1, length + 1) * (row + 1)
+        mask[row, :length] = 1
+    alone = [original.run(None, {"x": x[r : r + 1, :n], "mask": mask[r : r + 1, :n]}) for r, n in enumerate(lengths)]
+    y = looped.run(None, {"x": x, "mask": mask})[0]
+    np.testing.assert_array_equal(y, np.concatenate([a[0] for a in alone]))
+    assert not np.allclose(original.run(None, {"x": x, "mask": mask})[0], y), "the unwrapped graph depends on its batch"
+
+    rows_one_at_a_time(tmp_path / "mates.onnx", tmp_path / "rows.onnx")  # no mask: rows are sliced, not cut
+    unpadded = ort.InferenceSession(str(tmp_path / "rows.onnx"), providers=["CPUExecutionProvider"])
+    rows = [original.run(None, {"x": x[r : r + 1], "mask": mask[r : r + 1]})[0] for r in range(3)]
+    np.testing.assert_array_equal(unpadded.run(None, {"x": x, "mask": mask})[0], np.concatenate(rows))
+
+
+def test_answers_of_a_variant_whose_rows_run_one_at_a_time_do_not_depend_on_batch_mates(client):
     texts = [f"{'A warm, funny and moving film. ' * (1 + i % 5)}({i})" for i in range(24)]
     alone = {text: client.post("/sentiment", json={"text": text}).json()["results"][0]["scores"] for text in texts}
     with ThreadPoolExecutor(12) as pool:

@@ -146,7 +146,7 @@ class ModelRegistry:
             options = session_options(self.settings, threads)
             model = OnnxModel(model_path, manifest.inputs, self.plan, options)
             max_length = getattr(manifest.preprocessing, "max_length", 0)
-            # A row-by-row variant's lone row on an idle machine runs on a session with every core: the
+            # A lone row of a variant that runs its rows one at a time on an idle machine runs on a session with every core: the
             # single-threaded ones are for side-by-side runs under load.
             solo = None
             if threads < self.cpus and one_at_a_time:

@@ -73,7 +73,7 @@ def preload_cuda_libraries() -> None:
 
 
 def session_options(settings: Settings, threads: int) -> ort.SessionOptions:
-    """`threads` intra-op threads (the registry's layout: the physical cores, or 1 for row-by-row variants)."""
+    """`threads` intra-op threads (the registry's layout: the physical cores, or 1 for variants that run their rows one at a time)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = max(1, threads)

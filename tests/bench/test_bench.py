@@ -37,6 +37,9 @@ def test_quick_bench_writes_a_complete_report(api_repository, api_cache, tmp_pat
         assert model["variant"] and model["batching"]["batches"] > 0
     for limit in report["limits"].values():
         assert "1" in limit["by_batch"] and all(v["rows_per_s"] > 0 for v in limit["by_batch"].values())
+        assert len(limit["runs"]) == 2  # right after the service, and at the end: the better one is the limit
+        for size, best in limit["by_batch"].items():
+            assert best["rows_per_s"] == max(run[size]["rows_per_s"] for run in limit["runs"])
     assert {t["name"] for t in report["targets"]} and all({"value", "target", "met"} <= set(t) for t in report["targets"])
     stem = report_path.with_suffix("")
     for suffix in (".md", "-throughput.png", "-latency.png"):

@@ -21,11 +21,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(command: list[str], log: Path, timeout: float = 300.0):
-    """Yield the base URL of `command` (which takes --port) once its /health answers 200."""
+def running(command: list[str], log: Path, timeout: float = 300.0, cwd: Path = ROOT, env: dict | None = None):
+    """Yield the base URL of `command` (which takes --port), run from `cwd`, once its /health answers 200."""
     port = free_port()
     with log.open("w") as sink:
-        process = subprocess.Popen([sys.executable, *command, "--port", str(port)], cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, *command, "--port", str(port)], cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, env=env
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

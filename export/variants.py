@@ -93,12 +93,10 @@ def batch_difference(model: ort.InferenceSession, feeds: Feeds, rows: int = 32) 
 
 
 def throughput_ratio(
-    reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: Feeds, candidate_batch: int | None = None,
-    rounds: int = 5,
+    reference: ort.InferenceSession, candidate: ort.InferenceSession, feeds: Feeds, rounds: int = 5,
 ) -> float:
-    """Rows/s of candidate (at candidate_batch rows per run, default all) over reference (all rows per run),
-    in interleaved rounds so that machine noise hits both alike."""
-    candidate_feeds = {n: a[:candidate_batch] for n, a in feeds.items()} if candidate_batch else feeds
+    """Rows/s of candidate over reference, both on the same batch, in interleaved rounds so that machine
+    noise hits both alike."""
 
     def rate(model: ort.InferenceSession, inputs: Feeds, seconds: float = 0.3) -> float:
         rows = len(next(iter(inputs.values())))
@@ -109,7 +107,7 @@ def throughput_ratio(
             runs += 1
         return runs * rows / (time.perf_counter() - started)
 
-    ratios = [rate(candidate, candidate_feeds) / rate(reference, feeds) for _ in range(rounds)]
+    ratios = [rate(candidate, feeds) / rate(reference, feeds) for _ in range(rounds)]
     return round(statistics.median(ratios), 3)
 
 
@@ -266,7 +264,7 @@ def rows_one_at_a_time(source: Path, target: Path, lengths_from: str | None = No
 
     Dynamic quantisation scales a batch's activations by the whole batch, so such a variant scores a row
     differently beside other rows. Looping inside the graph keeps each row alone (its outputs do not
-    depend on its batch mates) at the cost of one session call per batch, not per row. With lengths_from
+    depend on its batch mates) in one session call per batch rather than one per row. With lengths_from
     (an attention mask padded on the right), each row is also cut to its own length along axis 1, so it
     is scored exactly as it would be alone and unpadded. Each output must have the same shape for every row
     (logits, not per-token outputs): the loop stacks them.

@@ -3,7 +3,9 @@
 Requests are split into rows (an image, a text, a series). Rows wait in a bounded queue; a worker
 per model takes up to ``max_batch_size`` of them whenever the compute budget has threads for a run
 (service/compute_budget.py), so a lone request on an idle model runs at once, and under load the rows
-that queued while the previous batch ran go together.
+that queued while the previous batch ran go together. A session thread that finishes a batch takes the
+next one itself while rows wait and no other model waits for threads, so the cores do not stand idle
+while the event loop is busy writing answers; it gives its threads back when the queue is empty.
 ``max_queue_delay_ms`` lets a loaded model wait a little longer for a fuller batch (never an idle one).
 When more rows wait than fit, rows of similar length go together (the oldest row always goes), so a
 short text is not padded to a long one. Results fan back out to each request in its own row order.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import Executor
@@ -88,7 +91,10 @@ class DynamicBatcher:
         self._queue: deque[_Row] = deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()  # batches in flight (several when the budget allows)
+        self._lock = threading.Lock()  # the queue is shared with session threads taking their next batch
+        self._in_flight: dict[int, list[_Row]] = {}  # batches in session threads (several when the budget allows)
+        self._recovering: set[asyncio.Task] = set()  # failed batches whose requests are retried alone
+        self._stopped = False
         self._last_batch_rows = 0
         self._retired = False
 
@@ -108,6 +114,7 @@ class DynamicBatcher:
             self._worker = contextvars.Context().run(loop.create_task, self._work(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
+        self._stopped = True  # session threads take no next batch
         if self._worker is not None:
             self._worker.cancel()
             try:
@@ -115,13 +122,13 @@ class DynamicBatcher:
             except asyncio.CancelledError:
                 pass
             self._worker = None
-        for running in list(self._running):
-            running.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
-        for item in self._queue:
-            if not item.request.future.done():
-                item.request.future.set_exception(InferenceFailed(f"{self.name} is shutting down"))
-        self._queue.clear()
+        for recovering in list(self._recovering):
+            recovering.cancel()
+        await asyncio.gather(*self._recovering, return_exceptions=True)
+        with self._lock:
+            waiting = [item for batch in list(self._in_flight.values()) for item in batch] + list(self._queue)
+            self._queue.clear()
+        self._fail(waiting, InferenceFailed(f"{self.name} is shutting down"))
 
     def admit(self, rows: int = 1) -> None:
         """Overloaded (503 with Retry-After) when `rows` more would not fit in the queue."""
@@ -140,13 +147,16 @@ class DynamicBatcher:
             self.start()
         request = _Request(asyncio.get_running_loop().create_future(), [None] * len(rows), len(rows))
         now = time.monotonic()
-        self._queue.extend(_Row(request, i, row, self.row_length(row), now) for i, row in enumerate(rows))
+        queued = [_Row(request, i, row, self.row_length(row), now) for i, row in enumerate(rows)]
+        with self._lock:
+            self._queue.extend(queued)
         self._arrived.set()
         try:
             parts = await request.future
         except asyncio.CancelledError:
             # The caller gave up (deadline, disconnect): its rows leave the queue and free their places.
-            self._queue = deque(item for item in self._queue if item.request is not request)
+            with self._lock:
+                self._queue = deque(item for item in self._queue if item.request is not request)
             raise
         return [np.stack([part[k] for part in parts]) for k in range(len(parts[0]))]
 
@@ -163,22 +173,66 @@ class DynamicBatcher:
                 continue
             if self.max_queue_delay_s and self._last_batch_rows > 1:
                 await self._wait_for_fuller_batch()
-            run, threads = self.run, self.threads_per_run
+            run, threads, goes_on = self.run, self.threads_per_run, True
             if self.run_alone is not None and len(self._queue) == 1 and self.budget.idle:
-                run, threads = self.run_alone
-            await self.budget.acquire(threads)
-            batch = self._take(self._share(threads))
+                (run, threads), goes_on = self.run_alone, False
+            await self.budget.acquire(threads, owner=self)
+            batch = self._take_batch(threads)
             if not batch:
                 self.budget.release(threads)
                 continue
-            # The session thread starts now; the answers are handed out by a task of their own while the
-            # worker waits for threads for the next batch (with threads to spare, it starts at once).
-            loop = asyncio.get_running_loop()
+            self._start(run, threads, batch, goes_on)
+
+    def _start(self, run: RunRows, threads: int, batch: list[_Row], goes_on: bool) -> None:
+        """Hand a batch to a session thread, which holds `threads` of the budget until it gives them back."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.executor.submit(self._serve, loop, run, threads, batch, goes_on)
+        except RuntimeError as exc:  # the pool is shut down: the service is stopping
+            self._ran(batch, run, threads, time.monotonic(), 0.0, None, exc, True)
+
+    def _serve(self, loop: asyncio.AbstractEventLoop, run: RunRows, threads: int, batch: list[_Row], goes_on: bool) -> None:
+        """In a session thread: run the batch, then, while rows wait, take and run the next one at once.
+
+        Taking the next batch here rather than on the event loop keeps the session threads busy: a round
+        trip through the event loop, which may be busy writing answers, left a core idle between batches
+        (bench/README.md). The answers are handed to the event loop after each batch."""
+        while True:
             started = time.monotonic()
-            computing = loop.run_in_executor(self.executor, run, [item.row for item in batch])
-            running = loop.create_task(self._finish_batch(batch, run, computing, threads, started))
-            self._running.add(running)
-            running.add_done_callback(self._running.discard)
+            try:
+                outputs, error = run([item.row for item in batch]), None
+            except Exception as exc:  # noqa: BLE001 - every failure is handed to its requests
+                outputs, error = None, exc
+            computed = time.monotonic() - started
+            following = self._following(threads) if goes_on and error is None else None
+            try:
+                loop.call_soon_threadsafe(self._ran, batch, run, threads, started, computed, outputs, error, following is None)
+            except RuntimeError:  # the event loop is closed: nobody waits for these answers any more
+                return
+            if following is None:
+                return
+            batch = following
+
+    def _following(self, threads: int) -> list[_Row] | None:
+        """The next batch for a session thread that has just run one, or None to give its threads back:
+        when no rows wait, when another model waits for threads (first come, first served), when the
+        batcher stops, or when a fuller batch is worth waiting for (max_queue_delay_ms)."""
+        if self._stopped or not self._queue or self.budget.others_waiting(self):
+            return None
+        return self._take_batch(threads, unless_filling=bool(self.max_queue_delay_s)) or None
+
+    def _take_batch(self, threads: int, unless_filling: bool = False) -> list[_Row]:
+        """A batch for a run of `threads`, in flight from now on; none while a fuller batch is worth waiting
+        for (unless_filling: the queue is short of a batch and its oldest row has waited less than the delay)."""
+        with self._lock:
+            queue = self._queue
+            if unless_filling and queue and len(queue) < self.max_batch_size:
+                if time.monotonic() - queue[0].arrived < self.max_queue_delay_s:
+                    return []
+            batch = self._take(self._share(threads))
+            if batch:
+                self._in_flight[id(batch)] = batch
+            return batch
 
     async def _wait_for_fuller_batch(self) -> None:
         deadline = self._queue[0].arrived + self.max_queue_delay_s
@@ -201,7 +255,7 @@ class DynamicBatcher:
         return max(1, min(self.max_batch_size, -(-len(self._queue) // (runs_besides + 1))))
 
     def _take(self, size: int) -> list[_Row]:
-        """Up to `size` live rows; when more wait, the oldest and those nearest its length."""
+        """Up to `size` live rows; when more wait, the oldest and those nearest its length. Under the lock."""
         live = [item for item in self._queue if not item.request.future.done()]
         if len(live) <= size:
             self._queue.clear()
@@ -223,34 +277,35 @@ class DynamicBatcher:
         # Keep each request's rows in order inside the batch (not required, but cheaper to read).
         return sorted(chosen, key=lambda item: item.arrived)
 
-    async def _finish_batch(
-        self, batch: list[_Row], run: RunRows, computing: asyncio.Future, threads: int, started: float
+    def _ran(
+        self, batch: list[_Row], run: RunRows, threads: int, started: float, computed: float,
+        outputs: list[np.ndarray] | None, error: Exception | None, gives_back: bool,
     ) -> None:
+        """On the event loop, for each batch a session thread ran: account, answer, give back its threads."""
+        self._in_flight.pop(id(batch), None)
         queue_s = started - min(item.arrived for item in batch)
-        requests = {id(item.request): item.request for item in batch}
-        holding = True
-        try:
-            try:
-                outputs = await computing
-            except asyncio.CancelledError:  # the batcher is stopping
-                self._fail(batch, InferenceFailed(f"{self.name} is shutting down"))
-                raise
-            except Exception as exc:  # noqa: BLE001 - every failure is handed to its requests
-                self._record(batch, len(requests), queue_s, time.monotonic() - started, failed=True)
-                if len(requests) > 1:
-                    await self._retry_alone(batch, run)
-                else:
-                    self._fail(batch, exc)
-                return
-            # Give the threads back before answering: the worker's next batch is scheduled ahead of the
-            # answers, so the session threads do not wait while the event loop writes responses.
-            self.budget.release(threads)
-            holding = False
-            self._record(batch, len(requests), queue_s, time.monotonic() - started, failed=False)
-            self._deliver(batch, outputs)
-        finally:
-            if holding:
+        requests = {id(item.request) for item in batch}
+        self._record(batch, len(requests), queue_s, computed, failed=error is not None)
+        if error is None:
+            if gives_back:  # before answering: the next batch is scheduled ahead of the answers' writes
                 self.budget.release(threads)
+            self._deliver(batch, outputs)
+            return
+        # A failed batch ends its thread's turn; its requests are retried one by one on its threads.
+        recovery = asyncio.get_running_loop().create_task(self._recover(batch, run, threads, error, len(requests)))
+        self._recovering.add(recovery)
+        recovery.add_done_callback(self._recovering.discard)
+
+    async def _recover(self, batch: list[_Row], run: RunRows, threads: int, error: Exception, requests: int) -> None:
+        try:
+            if self._stopped:
+                self._fail(batch, InferenceFailed(f"{self.name} is shutting down"))
+            elif requests > 1:
+                await self._retry_alone(batch, run)
+            else:
+                self._fail(batch, error)
+        finally:
+            self.budget.release(threads)
 
     async def _retry_alone(self, batch: list[_Row], run: RunRows) -> None:
         loop = asyncio.get_running_loop()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import deque
+from collections import Counter, deque
 
 log = logging.getLogger("service.compute")
 
@@ -32,22 +32,32 @@ def set_compute_priority(priority: str) -> None:
 
 
 class ComputeBudget:
+    """Granted and released on the event loop; `free` and `others_waiting` may be read from any thread."""
+
     def __init__(self, threads: int):
         self.threads = max(1, threads)
         self.free = self.threads
         self._waiting: deque[tuple[int, asyncio.Future]] = deque()
+        self._waiters: Counter = Counter()  # owner -> runs it has waiting, for others_waiting
 
     @property
     def idle(self) -> bool:
         return self.free == self.threads
 
-    async def acquire(self, threads: int) -> None:
+    def others_waiting(self, owner: object) -> bool:
+        """Whether a run of someone other than `owner` waits for threads (a session thread that could go
+        on with its own next batch gives its threads back instead)."""
+        waiters = self._waiters
+        return len(waiters) > (owner in waiters)
+
+    async def acquire(self, threads: int, owner: object = None) -> None:
         threads = min(max(1, threads), self.threads)  # a run wider than the budget runs alone
         if not self._waiting and self.free >= threads:
             self.free -= threads
             return
         granted = asyncio.get_running_loop().create_future()
         self._waiting.append((threads, granted))
+        self._waiters[owner] += 1
         try:
             await granted
         except asyncio.CancelledError:
@@ -57,6 +67,10 @@ class ComputeBudget:
                 self._waiting.remove((threads, granted))
                 self._grant()
             raise
+        finally:
+            self._waiters[owner] -= 1
+            if not self._waiters[owner]:
+                del self._waiters[owner]
 
     def release(self, threads: int) -> None:
         self.free += min(max(1, threads), self.threads)

@@ -255,3 +255,85 @@ def test_a_lone_row_on_an_idle_budget_runs_on_every_thread_and_gives_them_all_ba
     assert [float(r[0][0, 0]) for r in results] == [5.0, *map(float, range(6))]
     assert [float(r[0][0, 0]) for r in again] == [float(i) for i in range(6)]
     assert narrow.most == 2, "after the solo run, single-threaded runs still go two at a time"
+
+
+def test_a_session_thread_takes_the_next_batch_itself_while_the_event_loop_is_busy(row_sums):
+    """Rows that wait when a batch ends run at once, even while the event loop is blocked (writing answers)."""
+
+    async def scenario():
+        narrow = Overlaps(row_sums, "narrow", seconds=0.05)
+        starts: list[float] = []
+
+        def run(rows):
+            starts.append(time.monotonic())
+            return narrow(rows)
+
+        harness = Harness(row_sums, budget=1, max_batch_size=16)
+        harness.batcher.run = run
+        first = asyncio.ensure_future(harness.batcher.submit(rows_of(1)))
+        await asyncio.sleep(0.01)  # the first batch is running
+        second = asyncio.ensure_future(harness.batcher.submit(rows_of(2)))
+        await asyncio.sleep(0)  # queued behind it
+        blocked_from = time.monotonic()
+        time.sleep(0.3)  # the event loop does nothing for 0.3 s
+        blocked_until = time.monotonic()
+        results = await asyncio.gather(first, second)
+        await asyncio.sleep(0.01)
+        assert harness.budget.free == 1, "the thread gave its threads back once nothing waited"
+        return starts, blocked_from, blocked_until, results
+
+    starts, blocked_from, blocked_until, results = asyncio.run(scenario())
+    assert len(starts) == 2
+    assert blocked_from < starts[1] < blocked_until, "the second batch waited for the event loop"
+    np.testing.assert_allclose(results[1][0], [[2.0]])
+
+
+def test_a_session_thread_gives_its_threads_back_when_another_model_waits(row_sums):
+    """First come, first served across models: a thread does not go on with its own backlog while another
+    model's run waits for the budget."""
+
+    async def scenario():
+        order: list[str] = []
+        budget, pool = ComputeBudget(1), ThreadPoolExecutor(1)
+
+        def runner(name: str):
+            def run(rows):
+                order.append(name)
+                time.sleep(0.02)
+                return row_sums.run(collate(rows))
+            return run
+
+        busy, other = (
+            DynamicBatcher(name, runner(name), executor=pool, budget=budget, max_batch_size=1, row_length=len)
+            for name in ("busy", "other")
+        )
+        backlog = asyncio.ensure_future(busy.submit(rows_of(1, 1, 1, 1, 1)))  # five batches of one row
+        await asyncio.sleep(0.005)
+        answer = await other.submit(rows_of(3))
+        await backlog
+        return order, answer
+
+    order, answer = asyncio.run(scenario())
+    assert order.index("other") <= 2, order  # right after the busy batch that was running (or the next)
+    assert order.count("busy") == 5
+    np.testing.assert_allclose(answer[0], [[3.0]])
+
+
+def test_others_waiting_ignores_the_owners_own_runs():
+    async def scenario():
+        budget = ComputeBudget(1)
+        await budget.acquire(1)
+        mine = asyncio.ensure_future(budget.acquire(1, owner="mine"))
+        await asyncio.sleep(0)
+        alone = (budget.others_waiting("mine"), budget.others_waiting("theirs"))
+        theirs = asyncio.ensure_future(budget.acquire(1, owner="theirs"))
+        await asyncio.sleep(0)
+        both = budget.others_waiting("mine")
+        budget.release(1)
+        await mine
+        budget.release(1)
+        await theirs
+        return alone, both, budget.others_waiting("mine")
+
+    alone, both, after = asyncio.run(scenario())
+    assert alone == (False, True) and both is True and after is False

@@ -1,4 +1,5 @@
-"""create_app(settings): the lifespan loads the registry in the background; routers are mounted."""
+"""create_app(settings): the service's ASGI app. The FastAPI app's lifespan loads the registry in the
+background and its routers are mounted; the service's middleware and the lean task routes sit in front."""
 
 from __future__ import annotations
 
@@ -48,7 +49,18 @@ def load_models(registry: ModelRegistry) -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings) -> FastAPI:
+class ServiceApp:
+    """What uvicorn serves: the service's middleware, around the lean task routes, around the FastAPI app
+    (every other route, the OpenAPI contract and the lifespan). `state` is the FastAPI app's."""
+
+    def __init__(self, entry, api: FastAPI):
+        self.entry, self.api, self.state = entry, api, api.state
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.entry(scope, receive, send)
+
+
+def create_app(settings: Settings) -> ServiceApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         plan = plan_providers(settings)  # providers=cuda without CUDA fails start-up here
@@ -90,27 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     metrics = app.state.metrics = Metrics()
-    # Middleware, innermost first: errors -> body limit -> disconnects -> keys -> metrics -> CORS -> request id.
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=int(settings.max_request_mb * 1024 * 1024))
-    app.add_middleware(CancelOnDisconnect)
-    app.add_middleware(
-        ApiKeys,
-        inference_keys=read_keys(settings.api_keys, settings.api_keys_file),
-        admin_keys=read_keys(settings.admin_keys, settings.admin_keys_file),
-        protect_health=settings.protect_health,
-    )
-    app.add_middleware(RequestMetrics, metrics=metrics)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", "x-request-id", "inference-header-content-length"],
-            expose_headers=["x-request-id", "retry-after", "inference-header-content-length"],
-        )
-    app.add_middleware(RequestContext)
-    app.router.routes.extend(typed.LEAN_ROUTES)  # ahead of the typed router: matched first
     app.include_router(typed.router)
     app.include_router(health.router)
     app.include_router(v2.router)
@@ -129,4 +121,24 @@ def create_app(settings: Settings) -> FastAPI:
             swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
         )
 
-    return app
+    # Middleware, innermost first: body limit -> disconnects -> keys -> metrics -> CORS -> request id, around the
+    # lean task routes and the FastAPI app alike (pure ASGI classes: no layer of FastAPI's own per request).
+    entry = typed.TaskRoutes(app, typed.TASK_ROUTES)
+    entry = BodySizeLimit(entry, max_bytes=int(settings.max_request_mb * 1024 * 1024))
+    entry = CancelOnDisconnect(entry)
+    entry = ApiKeys(
+        entry,
+        inference_keys=read_keys(settings.api_keys, settings.api_keys_file),
+        admin_keys=read_keys(settings.admin_keys, settings.admin_keys_file),
+        protect_health=settings.protect_health,
+    )
+    entry = RequestMetrics(entry, metrics=metrics)
+    if settings.cors_origins:
+        entry = CORSMiddleware(
+            entry,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id", "inference-header-content-length"],
+            expose_headers=["x-request-id", "retry-after", "inference-header-content-length"],
+        )
+    return ServiceApp(RequestContext(entry), app)

@@ -1,14 +1,18 @@
 """ASGI middleware: when a client disconnects before its answer, its request is cancelled.
 
 Cancelling the handler cancels its wait in the batcher, which takes the request's rows out of the
-queue, so work nobody will read is not computed. Once the body has been read, the middleware listens
-on the connection for the server's `http.disconnect`; an answer already sent is never cancelled.
+queue, so work nobody will read is not computed; an answer already sent is never cancelled. The
+service's HTTP protocol (service/http_protocol.py) says when the connection is lost; under another
+protocol (h11) or server, the middleware listens on the connection for `http.disconnect` once the body
+has been read, in a task of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+
+from service.http_protocol import DISCONNECT_NOTICE
 
 log = logging.getLogger("service.cancellation")
 
@@ -20,6 +24,30 @@ class CancelOnDisconnect:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        notice = scope.get("extensions", {}).get(DISCONNECT_NOTICE)
+        if notice is None:
+            return await self._watching(scope, receive, send)
+        handler = asyncio.current_task()
+        cancelled = False  # by the notice, because the client went away
+
+        def client_gone() -> None:
+            nonlocal cancelled
+            if not handler.done():
+                cancelled = True
+                handler.cancel()
+                log.info("%s %s: the client disconnected; its work was dropped", scope.get("method"), scope.get("path"))
+
+        notice.add(client_gone)
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if not cancelled or handler.uncancel() > 0:
+                raise  # cancelled from outside (shutdown), not (only) by the client
+        else:
+            if cancelled:
+                handler.uncancel()  # the app swallowed it
+
+    async def _watching(self, scope, receive, send):
         body_read = asyncio.Event()
         disconnected = asyncio.Event()
         answered = False

@@ -121,21 +121,20 @@ class ServerErrors:
             await send({"type": "http.response.body", "body": body})
 
 
-def install_error_handlers(app) -> None:
-    """Every error leaves the service as {"error": {"code", "message"}} with the right status."""
-    from fastapi import Request
+def error_response(exc: Exception, method: str, path: str):
+    """The answer to a ServiceError, a request that failed validation, or a Starlette HTTPException, in the
+    error shape; None for any other exception (ServerErrors answers those)."""
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
 
-    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    if isinstance(exc, ServiceError):
         error_id = None
         if exc.status == 500:  # a fault of ours; 503 and 504 are load, counted by the metrics
-            error_id = log_server_error(log, request.method, request.url.path, exc.status, exc.message)
+            error_id = log_server_error(log, method, path, exc.status, exc.message)
         body = error_body(exc.code, exc.message, error_id=error_id)
         return JSONResponse(body, status_code=exc.status, headers=exc.headers or None)
-
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    if isinstance(exc, RequestValidationError):
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return JSONResponse(error_body("bad_request", "the request body is not valid JSON"), status_code=400)
@@ -145,13 +144,22 @@ def install_error_handlers(app) -> None:
         ]
         summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details)
         return JSONResponse(error_body("invalid_input", summary, details), status_code=422)
-
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    if isinstance(exc, HTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
         code = codes.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    return None
 
-    app.add_exception_handler(ServiceError, service_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(HTTPException, http_error)
+
+def install_error_handlers(app) -> None:
+    """Every error of the FastAPI app leaves it as {"error": {"code", "message"}} with the right status."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    async def handler(request: Request, exc: Exception):
+        return error_response(exc, request.method, request.url.path)
+
+    for handled in (ServiceError, RequestValidationError, HTTPException):
+        app.add_exception_handler(handled, handler)
     app.add_middleware(ServerErrors)  # first added = innermost: it sees what the handlers above did not

@@ -1,25 +1,58 @@
-"""A bound on the request head (request line and headers) for uvicorn's httptools protocol.
+"""uvicorn's httptools protocol with a bound on the request head, and notice of a client that goes away.
 
 httptools keeps a header that is still arriving in memory, however long it grows, so a client could make
 the process hold hundreds of megabytes with one header line. This protocol counts the bytes received
 while a request's head is incomplete and answers 431 (in the service's error shape) and closes the
 connection once they pass the limit. With h11, uvicorn's own `h11_max_incomplete_event_size` does the same.
+
+It also hands each request a DisconnectNotice (scope["extensions"][DISCONNECT_NOTICE]): when the connection
+is lost after the whole request arrived and before the whole answer was sent, the callbacks registered on it
+run. service/cancellation.py cancels the request's work with it, where otherwise a task per request would
+have to listen on the connection.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.errors import error_body
+
+DISCONNECT_NOTICE = "ortserve.disconnect_notice"
+
+
+class DisconnectNotice:
+    __slots__ = ("cycle", "callbacks")
+
+    def __init__(self, cycle) -> None:
+        self.cycle = cycle  # uvicorn's RequestResponseCycle
+        self.callbacks: list[Callable[[], None]] = []
+
+    def add(self, callback: Callable[[], None]) -> None:
+        self.callbacks.append(callback)
+
+    def connection_lost(self) -> None:
+        # A request still arriving reads the disconnect from receive() itself; an answered one has nothing to stop.
+        if self.cycle.more_body or self.cycle.response_complete:
+            return
+        for callback in self.callbacks:
+            callback()
 
 
 def bounded_httptools_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport) -> None:  # type: ignore[override]
             self._head_bytes, self._in_head = 0, True
+            self._notices: list[DisconnectNotice] = []  # of this connection's requests not yet answered
             super().connection_made(transport)
+
+        def connection_lost(self, exc) -> None:
+            super().connection_lost(exc)
+            notices, self._notices = self._notices, []
+            for notice in notices:
+                notice.connection_lost()
 
         def data_received(self, data: bytes) -> None:
             if self._in_head:
@@ -37,6 +70,14 @@ def bounded_httptools_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
                 raise ValueError("request head too large")
             self._head_bytes, self._in_head = 0, False
             super().on_headers_complete()
+            # The request's task is created but has not run yet: the scope it will read can still take the notice.
+            notice = DisconnectNotice(self.cycle)
+            self.cycle.scope.setdefault("extensions", {})[DISCONNECT_NOTICE] = notice
+            self._notices.append(notice)
+
+        def on_response_complete(self) -> None:
+            self._notices = [notice for notice in self._notices if not notice.cycle.response_complete]
+            super().on_response_complete()
 
         def send_400_response(self, msg: str) -> None:
             if getattr(self, "_too_large", False):

@@ -9,10 +9,9 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.requests import ClientDisconnect
 
-from service.errors import UnsupportedMediaType
+from service.errors import ServerErrors, ServiceError, UnsupportedMediaType, error_response
 from service.tasks.forecast import ForecastRequest, ForecastResponse
 from service.tasks.image import ImageClassification, ImageRequest
 from service.tasks.sentiment import SentimentRequest, SentimentResponse
@@ -54,8 +53,7 @@ ERROR_RESPONSES = {
 }
 
 
-def check_media_type(request: Request, *accepted: str) -> None:
-    content_type = request.headers.get("content-type", "")
+def check_media_type(content_type: str, *accepted: str) -> None:
     media_type = content_type.split(";")[0].strip().lower()
     if media_type not in accepted and not (media_type == "" and "application/json" in accepted):
         raise UnsupportedMediaType(f"send {' or '.join(accepted)}, not {media_type or 'no content type'}")
@@ -63,7 +61,7 @@ def check_media_type(request: Request, *accepted: str) -> None:
 
 def require_media_type(*accepted: str):
     async def check(request: Request) -> None:
-        check_media_type(request, *accepted)
+        check_media_type(request.headers.get("content-type", ""), *accepted)
 
     return Depends(check)
 
@@ -104,19 +102,19 @@ async def predict_sequence(request: Request, body: ForecastRequest):
 
 
 # --- The JSON task routes, lean --------------------------------------------------------------------------
-# FastAPI's per-request machinery (dependency resolution, body parsing, response validation) took about a
-# third of the event loop's CPU per request (bench/README.md). The two JSON task routes are therefore served by plain Starlette routes, registered
-# ahead of the declarations above, which stay the OpenAPI contract: they parse and validate the same
-# pydantic models and raise the same errors, and the API tests hold both to it.
+# FastAPI's per-request machinery (its middleware, dependency resolution, body parsing, response validation)
+# cost more of the event loop's CPU per request than the model's own pre-processing (bench/README.md). The
+# two JSON task routes are therefore answered ahead of FastAPI by plain ASGI endpoints (TaskRoutes), which
+# the declarations above describe in the OpenAPI contract: they parse and validate the same pydantic models
+# and answer the same errors, and the API tests hold both to it.
 
 
-async def parse_json_body(request: Request, model: type[BaseModel]) -> BaseModel:
+def parse_json_body(body: bytes, has_content_type: bool, model: type[BaseModel]) -> BaseModel:
     """The body as `model`, with the errors FastAPI raises for a JSON body parameter."""
-    body = await request.body()
     if not body:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     data: Any = body  # without a content type FastAPI validates the raw bytes (and refuses them)
-    if "content-type" in request.headers:
+    if has_content_type:
         try:
             data = json.loads(body)
         except json.JSONDecodeError as exc:
@@ -133,19 +131,73 @@ async def parse_json_body(request: Request, model: type[BaseModel]) -> BaseModel
         raise RequestValidationError(errors) from exc
 
 
-def lean_json_route(path: str, model_name: str, request_model: type[BaseModel]) -> Route:
-    async def endpoint(request: Request) -> Response:
-        request.scope["route"] = route  # the metrics label requests by their route
-        check_media_type(request, "application/json")
-        parsed = await parse_json_body(request, request_model)
-        result = await request.app.state.dataplane.infer(model_name, parsed)
-        return Response(result.__pydantic_serializer__.to_json(result), media_type="application/json")
+async def read_body(receive) -> bytes:
+    """The whole request body; ClientDisconnect when the client (or the body limit) ends it first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
-    route = Route(path, endpoint, methods=["POST"], include_in_schema=False)
-    return route
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
-LEAN_ROUTES = [
-    lean_json_route("/sentiment", "sentiment-transformer", SentimentRequest),
-    lean_json_route("/predict-sequence", "forecast-lstm", ForecastRequest),
+class JsonTaskRoute:
+    """POST `path`: a JSON body validated as `request_model` -> the model's answer from the dataplane."""
+
+    def __init__(self, path: str, model_name: str, request_model: type[BaseModel]):
+        self.path, self.model_name, self.request_model = path, model_name, request_model
+
+    async def __call__(self, scope, receive, send, state) -> None:
+        content_type = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+                break
+        try:
+            check_media_type(content_type or "", "application/json")
+            parsed = parse_json_body(await read_body(receive), content_type is not None, self.request_model)
+            result = await state.dataplane.infer(self.model_name, parsed)
+        except (ServiceError, RequestValidationError, HTTPException) as exc:
+            await error_response(exc, scope["method"], scope["path"])(scope, receive, send)
+            return
+        body = result.__pydantic_serializer__.to_json(result)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*JSON_HEADERS, (b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class TaskRoutes:
+    """ASGI: POST to a JSON task route is answered here; every other request goes on to the FastAPI app."""
+
+    def __init__(self, api, routes: list[JsonTaskRoute]):
+        self.api = api
+        self.routes = {route.path: route for route in routes}
+        self._answer = ServerErrors(self._route)  # a 500 here keeps the connection, as in the FastAPI app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = self.routes.get(route_path(scope))
+            if route is not None:
+                scope["route"] = route  # the request metrics label requests by route
+                return await self._answer(scope, receive, send)
+        await self.api(scope, receive, send)
+
+    async def _route(self, scope, receive, send) -> None:
+        await scope["route"](scope, receive, send, self.api.state)
+
+
+def route_path(scope) -> str:
+    """The path the routes match: without the root path, as Starlette's router sees it."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+TASK_ROUTES = [
+    JsonTaskRoute("/sentiment", "sentiment-transformer", SentimentRequest),
+    JsonTaskRoute("/predict-sequence", "forecast-lstm", ForecastRequest),
 ]

@@ -32,7 +32,7 @@ def fuzzed_server(api_repository, tmp_path_factory):
 
 def app_schema() -> dict:
     """The schema as the app builds it (nothing starts: the lifespan runs only when served)."""
-    return create_app(Settings()).openapi()
+    return create_app(Settings()).api.openapi()
 
 
 def with_known_names(document: dict) -> dict:

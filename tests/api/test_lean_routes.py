@@ -30,13 +30,12 @@ BAD_BODIES = [
 CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", None, "text/plain"]
 
 
-def app_with(lean: bool) -> FastAPI:
+def app_with(lean: bool):
+    """The FastAPI declarations alone, or with the lean task routes in front of them as the service has them."""
     app = FastAPI()
     install_error_handlers(app)
-    if lean:
-        app.router.routes.extend(typed.LEAN_ROUTES)
     app.include_router(typed.router)
-    return app
+    return typed.TaskRoutes(app, typed.TASK_ROUTES) if lean else app
 
 
 @pytest.fixture(scope="module")

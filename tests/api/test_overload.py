@@ -70,8 +70,10 @@ def test_a_passed_deadline_answers_504_and_its_rows_are_not_computed(sentiment_r
             assert client.post("/sentiment", json={"text": "A warm and funny film."}).json()["results"][0]["label"] == "positive"
 
 
-def test_a_client_that_hangs_up_has_its_queued_rows_dropped(sentiment_repository, tmp_path):
-    with start_server(sentiment_repository, tmp_path / "log") as server:
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_a_client_that_hangs_up_has_its_queued_rows_dropped(sentiment_repository, tmp_path, http):
+    """httptools: the service's protocol gives notice of the lost connection; h11: a watcher listens for it."""
+    with start_server(sentiment_repository, tmp_path / "log", "--http", http) as server:
         before = rows_inferred(server, "sentiment-transformer")
         url = urlparse(server.url)
         with ThreadPoolExecutor(6) as pool, server.client() as client:

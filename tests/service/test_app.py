@@ -12,7 +12,7 @@ from service.settings import Settings
 
 def test_loading_freezes_the_startup_heap_and_telemetry_is_off_unless_asked(api_repository):
     async def start() -> int:
-        app = create_app(Settings(model_repository=api_repository))
+        app = create_app(Settings(model_repository=api_repository)).api
         async with app.router.lifespan_context(app):
             for _ in range(600):  # the loader thread freezes right after the last model is ready
                 if gc.get_freeze_count() or not app.state.registry.entries:
@@ -26,6 +26,6 @@ def test_loading_freezes_the_startup_heap_and_telemetry_is_off_unless_asked(api_
         assert asyncio.run(start()) > 0
     finally:
         gc.unfreeze()
-    default = create_app(Settings(model_repository=api_repository))._telemetry
+    default = create_app(Settings(model_repository=api_repository)).api._telemetry
     assert not (default["tracing"] or default["metrics"] or default["logs"])
-    assert create_app(Settings(model_repository=api_repository, otel=True))._telemetry["tracing"] is True
+    assert create_app(Settings(model_repository=api_repository, otel=True)).api._telemetry["tracing"] is True

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # Access lines are logged at info: above it uvicorn would still format each one, to drop it.
+        access_log=settings.log_level in ("debug", "info"),
         http=http_protocol(settings),
         h11_max_incomplete_event_size=settings.max_header_kb * 1024,
         loop=settings.loop,

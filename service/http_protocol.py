@@ -5,6 +5,10 @@ the process hold hundreds of megabytes with one header line. This protocol count
 while a request's head is incomplete and answers 431 (in the service's error shape) and closes the
 connection once they pass the limit. With h11, uvicorn's own `h11_max_incomplete_event_size` does the same.
 
+Each response leaves in one write where uvicorn makes two (its head, then its body): HeadWithBody holds the
+head back until the body comes, which saves a system call and a TCP segment per response on the event loop
+and at the client.
+
 It also hands each request a DisconnectNotice (scope["extensions"][DISCONNECT_NOTICE]): when the connection
 is lost after the whole request arrived and before the whole answer was sent, the callbacks registered on it
 run. service/cancellation.py cancels the request's work with it, where otherwise a task per request would
@@ -41,6 +45,33 @@ class DisconnectNotice:
             callback()
 
 
+class HeadWithBody:
+    """The transport as one request's cycle sees it: its first write, the response head, waits for the next."""
+
+    __slots__ = ("transport", "head", "started")
+    CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # the cycle's own interim answer, not the response head
+
+    def __init__(self, transport) -> None:
+        self.transport, self.head, self.started = transport, b"", False
+
+    def write(self, data: bytes) -> None:
+        if not self.started and data != self.CONTINUE:
+            self.started, self.head = True, data
+            return
+        if self.head:
+            data, self.head = self.head + data, b""
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.head:
+            self.transport.write(self.head)
+            self.head = b""
+        self.transport.close()
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+
 def bounded_httptools_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -71,6 +102,7 @@ def bounded_httptools_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
             self._head_bytes, self._in_head = 0, False
             super().on_headers_complete()
             # The request's task is created but has not run yet: the scope it will read can still take the notice.
+            self.cycle.transport = HeadWithBody(self.transport)
             notice = DisconnectNotice(self.cycle)
             self.cycle.scope.setdefault("extensions", {})[DISCONNECT_NOTICE] = notice
             self._notices.append(notice)

@@ -203,6 +203,22 @@ def theta_changes(history: np.ndarray, horizon: int) -> np.ndarray:
     covariance = (centred_time * np.where(observed, history - mean_value[:, None], 0.0)).sum(axis=1)
     slope = np.divide(covariance, spread, out=np.zeros(rows), where=spread > 0)
 
+    level, squared_error = smoothing_grid(history, observed)
+    best = squared_error.argmin(axis=1)
+    alpha = THETA_ALPHAS[best][:, None]
+    smoothed = np.nan_to_num(level[np.arange(rows), best])[:, None]
+    steps = np.arange(1, horizon + 1, dtype=np.float64)[None, :]
+    drift = 0.5 * slope[:, None] * (steps - 1.0 + 1.0 / alpha - (1.0 - alpha) ** count[:, None] / alpha)
+    return smoothed + drift
+
+
+def smoothing_grid(history: np.ndarray, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Simple exponential smoothing of each row (N, C) with every alpha of THETA_ALPHAS: the final levels and
+    the sums of squared one-step errors, both (N, alphas). A level starts at the row's first observed value."""
+    rows, length = history.shape
+    first = observed.argmax(axis=1)
+    if rows == 1 and observed[0, first[0]] and observed[0, first[0]:].all():
+        return _smoothing_grid_of_one(history[0, first[0]:])
     alphas = THETA_ALPHAS[None, :]
     level = np.full((rows, THETA_ALPHAS.size), np.nan)
     squared_error = np.zeros((rows, THETA_ALPHAS.size))
@@ -212,12 +228,22 @@ def theta_changes(history: np.ndarray, horizon: int) -> np.ndarray:
         error = np.where(seen & started, value - level, 0.0)
         squared_error += error**2
         level = np.where(seen & ~started, value, level + alphas * error)
-    best = squared_error.argmin(axis=1)
-    alpha = THETA_ALPHAS[best][:, None]
-    smoothed = np.nan_to_num(level[np.arange(rows), best])[:, None]
-    steps = np.arange(1, horizon + 1, dtype=np.float64)[None, :]
-    drift = 0.5 * slope[:, None] * (steps - 1.0 + 1.0 / alpha - (1.0 - alpha) ** count[:, None] / alpha)
-    return smoothed + drift
+    return level, squared_error
+
+
+def _smoothing_grid_of_one(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """smoothing_grid of one row observed throughout (a served request): the same operations in the same
+    order, so the same bits, without the per-column masks (a third of the time of a forecast request)."""
+    level = np.full(THETA_ALPHAS.size, values[0])
+    squared_error = np.zeros(THETA_ALPHAS.size)
+    error, scratch = np.empty_like(level), np.empty_like(level)
+    for value in values[1:].tolist():
+        np.subtract(value, level, out=error)
+        np.multiply(error, error, out=scratch)
+        np.add(squared_error, scratch, out=squared_error)
+        np.multiply(THETA_ALPHAS, error, out=scratch)
+        np.add(level, scratch, out=level)
+    return level[None, :], squared_error[None, :]
 
 
 def future_seasonal(scaling: Scaling, horizon: int) -> np.ndarray:

@@ -271,6 +271,16 @@ def test_theta_ignores_left_padding_and_rows_are_independent(air):
     np.testing.assert_allclose(theta_changes(both, 8)[1], theta_changes(logs[None, :20], 8)[0], atol=1e-12)
 
 
+def test_theta_of_one_served_row_equals_the_batched_computation_bit_for_bit(air):
+    """A served request smooths its one row on a shorter path than training's batches: same bits."""
+    ausbeer, lynx = ts("fpp2", "ausbeer"), ts("datasets", "lynx")
+    histories = [air[:MIN_HISTORY], air[:40], air, ausbeer, lynx, np.full(50, 7.0)]
+    _, _, scaling = scale_windows(right_aligned(histories, CONTEXT_WINDOW), np.array([12, 12, 12, 4, 1, 1]), keep=WINDOW)
+    together = theta_changes(scaling.history, HORIZON_MAX)
+    for row in range(len(histories)):
+        np.testing.assert_array_equal(theta_changes(scaling.history[row : row + 1], HORIZON_MAX)[0], together[row])
+
+
 def test_decoded_row_carries_the_theta_forecast_of_its_scaled_history(task, air):
     decoded, _ = run(task, ForecastRequest(series=air[:-12].tolist(), horizon=12, period=12))
     assert set(decoded.feeds) == {"window", "context", "theta"}

@@ -17,6 +17,32 @@ from service.http_protocol import DISCONNECT_NOTICE
 log = logging.getLogger("service.cancellation")
 
 
+class ClientGone:
+    """The request's task, cancelled when its client goes away; the cancellation it caused is taken back
+    once the app has stopped, as asyncio.timeout does, so the request ends normally (status 499)."""
+
+    def __init__(self, scope) -> None:
+        self.scope = scope
+        self.handler = asyncio.current_task()
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        if not self.handler.done():
+            self.cancelled = True
+            self.handler.cancel()
+            log.info("%s %s: the client disconnected; its work was dropped", self.scope.get("method"), self.scope.get("path"))
+
+    async def run(self, app, receive, send) -> None:
+        try:
+            await app(self.scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.cancelled or self.handler.uncancel() > 0:
+                raise  # cancelled from outside (shutdown), not (only) by the client
+        else:
+            if self.cancelled:
+                self.handler.uncancel()  # the app swallowed it
+
+
 class CancelOnDisconnect:
     def __init__(self, app):
         self.app = app
@@ -27,25 +53,9 @@ class CancelOnDisconnect:
         notice = scope.get("extensions", {}).get(DISCONNECT_NOTICE)
         if notice is None:
             return await self._watching(scope, receive, send)
-        handler = asyncio.current_task()
-        cancelled = False  # by the notice, because the client went away
-
-        def client_gone() -> None:
-            nonlocal cancelled
-            if not handler.done():
-                cancelled = True
-                handler.cancel()
-                log.info("%s %s: the client disconnected; its work was dropped", scope.get("method"), scope.get("path"))
-
-        notice.add(client_gone)
-        try:
-            await self.app(scope, receive, send)
-        except asyncio.CancelledError:
-            if not cancelled or handler.uncancel() > 0:
-                raise  # cancelled from outside (shutdown), not (only) by the client
-        else:
-            if cancelled:
-                handler.uncancel()  # the app swallowed it
+        gone = ClientGone(scope)
+        notice.add(gone.cancel)
+        await gone.run(self.app, receive, send)
 
     async def _watching(self, scope, receive, send):
         body_read = asyncio.Event()
@@ -70,32 +80,21 @@ class CancelOnDisconnect:
                 answered = True
             await send(message)
 
-        handler = asyncio.current_task()
-        cancelled = False  # by the watcher, because the client went away
+        gone = ClientGone(scope)
         done = False
 
         async def watch() -> None:
-            nonlocal cancelled
             await body_read.wait()
             while not disconnected.is_set():
                 if (await receive())["type"] == "http.disconnect":
                     disconnected.set()
             if not answered and not done:
-                cancelled = True
-                handler.cancel()
-                log.info("%s %s: the client disconnected; its work was dropped", scope.get("method"), scope.get("path"))
+                gone.cancel()
 
-        # The app runs in this task (a task of its own per request costs the event loop); the watcher
-        # cancels it here, and the cancellation it caused is taken back, as asyncio.timeout does.
+        # The app runs in this task (a task of its own per request costs the event loop); the watcher cancels it.
         watcher = asyncio.ensure_future(watch())
         try:
-            await self.app(scope, app_receive, tracking_send)
-        except asyncio.CancelledError:
-            if not cancelled or handler.uncancel() > 0:
-                raise  # cancelled from outside (shutdown), not (only) by the client
-        else:
-            if cancelled:
-                handler.uncancel()  # the app swallowed it
+            await gone.run(self.app, app_receive, tracking_send)
         finally:
             done = True
             watcher.cancel()

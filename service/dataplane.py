@@ -141,9 +141,10 @@ class DataPlane:
         entry = self.registry.get(model, version)
 
         async def run() -> BaseModel:
-            self.batcher(entry).admit()  # a full queue answers before any decoding is spent on the request
+            batcher = self.batcher(entry)
+            batcher.admit()  # a full queue answers before any decoding is spent on the request
             decoded = await self.decode(entry, request)
-            outputs = await self.batcher(entry).submit(decoded.rows)
+            outputs = await batcher.submit(decoded.rows)
             self.faults.check(entry.name, "encode")
             return entry.task.encode(outputs, decoded, entry.name, entry.version)
 

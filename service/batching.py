@@ -304,6 +304,9 @@ class DynamicBatcher:
                 await self._retry_alone(batch, run)
             else:
                 self._fail(batch, error)
+        except asyncio.CancelledError:  # the batcher is stopping
+            self._fail(batch, InferenceFailed(f"{self.name} is shutting down"))
+            raise
         finally:
             self.budget.release(threads)
 

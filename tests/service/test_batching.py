@@ -337,3 +337,28 @@ def test_others_waiting_ignores_the_owners_own_runs():
 
     alone, both, after = asyncio.run(scenario())
     assert alone == (False, True) and both is True and after is False
+
+
+def test_stopping_while_a_failed_batch_is_retried_fails_its_requests_instead_of_leaving_them_waiting(row_sums):
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=16)
+        calls = []
+
+        def run(rows):
+            calls.append(len(rows))
+            if len(calls) == 1:
+                raise RuntimeError("the whole batch fails")
+            time.sleep(0.2)  # a retry, one request at a time, under way when the batcher stops
+            return row_sums.run(collate(rows))
+
+        harness.batcher.run = run
+        await harness.hold()
+        requests = [asyncio.ensure_future(harness.batcher.submit(rows_of(1, start=i))) for i in range(3)]
+        await asyncio.sleep(0.01)
+        harness.let_go()
+        await asyncio.sleep(0.1)  # the batch failed; the first retry runs
+        await harness.batcher.stop()
+        return await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 2)
+
+    outcomes = asyncio.run(scenario())
+    assert any(type(o).__name__ == "InferenceFailed" and "shutting down" in str(o) for o in outcomes), outcomes

@@ -143,7 +143,8 @@ class DynamicBatcher:
         if not rows:
             raise ValueError("submit needs at least one row")
         self.admit(len(rows))
-        if self._worker is None:
+        if self._worker is None or self._worker.done():
+            self._worker = None
             self.start()
         request = _Request(asyncio.get_running_loop().create_future(), [None] * len(rows), len(rows))
         now = time.monotonic()
@@ -163,25 +164,43 @@ class DynamicBatcher:
     # --- the worker -----------------------------------------------------------------------------
 
     async def _work(self) -> None:
+        """The worker, supervised: a bug in one round is logged and the next round goes on, so the
+        model is never left without a worker while requests wait for their deadline."""
         while True:
-            self._arrived.clear()
-            if not self._queue:
-                if self._retired:  # a late submit to a retired batcher starts the worker again
+            try:
+                if not await self._round():
                     self._worker = None
                     return
-                await self._arrived.wait()
-                continue
-            if self.max_queue_delay_s and self._last_batch_rows > 1:
-                await self._wait_for_fuller_batch()
-            run, threads, goes_on = self.run, self.threads_per_run, True
-            if self.run_alone is not None and len(self._queue) == 1 and self.budget.idle:
-                (run, threads), goes_on = self.run_alone, False
-            await self.budget.acquire(threads, owner=self)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - logged with its traceback; the queue is served on
+                log.exception("batcher %s: a round of its worker failed; it goes on", self.name)
+                await asyncio.sleep(0.001)  # never a busy loop, whatever keeps failing
+
+    async def _round(self) -> bool:
+        """Wait for rows and start one batch; False once a retired batcher has nothing left to do."""
+        self._arrived.clear()
+        if not self._queue:
+            if self._retired:  # a late submit to a retired batcher starts the worker again
+                return False
+            await self._arrived.wait()
+            return True
+        if self.max_queue_delay_s and self._last_batch_rows > 1:
+            await self._wait_for_fuller_batch()
+        run, threads, goes_on = self.run, self.threads_per_run, True
+        if self.run_alone is not None and len(self._queue) == 1 and self.budget.idle:
+            (run, threads), goes_on = self.run_alone, False
+        await self.budget.acquire(threads, owner=self)
+        try:
             batch = self._take_batch(threads)
-            if not batch:
-                self.budget.release(threads)
-                continue
-            self._start(run, threads, batch, goes_on)
+        except BaseException:
+            self.budget.release(threads)
+            raise
+        if not batch:
+            self.budget.release(threads)
+            return True
+        self._start(run, threads, batch, goes_on)
+        return True
 
     def _start(self, run: RunRows, threads: int, batch: list[_Row], goes_on: bool) -> None:
         """Hand a batch to a session thread, which holds `threads` of the budget until it gives them back."""
@@ -204,7 +223,12 @@ class DynamicBatcher:
             except Exception as exc:  # noqa: BLE001 - every failure is handed to its requests
                 outputs, error = None, exc
             computed = time.monotonic() - started
-            following = self._following(threads) if goes_on and error is None else None
+            following = None
+            if goes_on and error is None:
+                try:
+                    following = self._following(threads)
+                except Exception:  # noqa: BLE001 - the batch just run is still answered
+                    log.exception("batcher %s: taking the next batch in a session thread failed", self.name)
             try:
                 loop.call_soon_threadsafe(self._ran, batch, run, threads, started, computed, outputs, error, following is None)
             except RuntimeError:  # the event loop is closed: nobody waits for these answers any more
@@ -235,7 +259,11 @@ class DynamicBatcher:
             return batch
 
     async def _wait_for_fuller_batch(self) -> None:
-        deadline = self._queue[0].arrived + self.max_queue_delay_s
+        # Under the lock: a session thread may take the whole queue at any moment (_following).
+        with self._lock:
+            if not self._queue:
+                return
+            deadline = self._queue[0].arrived + self.max_queue_delay_s
         while len(self._queue) < self.max_batch_size:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -362,3 +364,92 @@ def test_stopping_while_a_failed_batch_is_retried_fails_its_requests_instead_of_
 
     outcomes = asyncio.run(scenario())
     assert any(type(o).__name__ == "InferenceFailed" and "shutting down" in str(o) for o in outcomes), outcomes
+
+
+class EmptiedAfterCheck(deque):
+    """A queue that a session thread empties right after the worker has seen it non-empty: the
+    interleaving of `if not queue` on the event loop and `_take_batch` in a session thread."""
+
+    def __init__(self, items, batcher: DynamicBatcher):
+        super().__init__(items)
+        self.batcher, self.armed = batcher, True
+
+    def __bool__(self) -> bool:
+        seen = len(self) > 0
+        if seen and self.armed:
+            self.armed = False
+            taken = self.batcher._take(len(self))  # what a session thread's _following does, under the lock
+            self.taken = taken
+        return seen
+
+
+def test_the_worker_survives_a_session_thread_emptying_the_queue_between_its_check_and_its_read(row_sums):
+    """With max_queue_delay_ms, the worker read queue[0] after checking the queue outside the lock: a
+    session thread taking the whole queue in between raised IndexError and ended the worker for good."""
+
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=8, max_queue_delay_ms=5)
+        batcher = harness.batcher
+        batcher._last_batch_rows = 2  # a loaded model: the worker waits for a fuller batch
+        first = asyncio.ensure_future(batcher.submit(rows_of(3)))
+        await asyncio.sleep(0)
+        # Before the worker runs, swap in a queue that is emptied between the check and the read.
+        with batcher._lock:
+            batcher._queue = EmptiedAfterCheck(batcher._queue, batcher)
+        await asyncio.sleep(0.05)
+        queue = batcher._queue
+        assert getattr(queue, "taken", None), "the interleaving was not exercised"
+        # The rows taken by the 'session thread' are answered as its batch would be.
+        batcher._deliver(queue.taken, row_sums.run(collate([item.row for item in queue.taken])))
+        assert (await asyncio.wait_for(first, 5))[0].ravel().tolist() == [3.0]
+        # The worker is alive: later requests are served.
+        later = await asyncio.wait_for(batcher.submit(rows_of(2, 4)), 5)
+        assert later[0].ravel().tolist() == [2.0, 8.0]
+        assert not batcher._worker.done()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_round_is_logged_and_the_worker_goes_on(row_sums, caplog):
+    async def scenario():
+        harness = Harness(row_sums, max_batch_size=8)
+        batcher = harness.batcher
+        real_take = batcher._take_batch
+        failures = []
+
+        def take_once_broken(*args, **kwargs):
+            if not failures:
+                failures.append(1)
+                raise RuntimeError("a bug in taking a batch")
+            return real_take(*args, **kwargs)
+
+        batcher._take_batch = take_once_broken
+        answer = await asyncio.wait_for(batcher.submit(rows_of(3)), 5)
+        assert answer[0].ravel().tolist() == [3.0] and failures == [1]
+        assert harness.budget.idle  # the failed round gave its threads back
+
+    with caplog.at_level("ERROR", logger="service.batching"):
+        asyncio.run(scenario())
+    assert "a round of its worker failed" in caplog.text and "a bug in taking a batch" in caplog.text
+
+
+def test_many_requests_with_a_queue_delay_and_session_thread_continuation_are_all_answered(row_sums):
+    """Hammer the worker/session-thread hand-over with a queue delay and two side-by-side runs."""
+
+    async def scenario():
+        harness = Harness(row_sums, budget=2, max_batch_size=4, max_queue_delay_ms=0.2)
+        for round_ in range(30):
+            sizes = [1 + (i + round_) % 3 for i in range(40)]
+            results = await asyncio.wait_for(
+                asyncio.gather(*(harness.batcher.submit(rows_of(*([2] * n))) for n in sizes)), 20
+            )
+            assert [len(r[0]) for r in results] == sizes
+            await asyncio.sleep(0)
+        assert not harness.batcher._worker.done()
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # let the session threads and the event loop interleave as often as possible
+    try:
+        asyncio.run(scenario())
+    finally:
+        sys.setswitchinterval(switch)

@@ -60,6 +60,25 @@ class ServiceApp:
         await self.entry(scope, receive, send)
 
 
+class HeadAsGet:
+    """ASGI: a HEAD request is routed as the GET it asks about (405 where GET is not allowed); the server
+    sends the GET answer's head without its body, since its own scope still says HEAD."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, send)
+        finally:  # what routing found, for the request metrics outside
+            for key in ("route", "path_params"):
+                if key in as_get:
+                    scope[key] = as_get[key]
+
+
 def create_app(settings: Settings) -> ServiceApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -102,6 +121,7 @@ def create_app(settings: Settings) -> ServiceApp:
         redoc_url=None,
     )
     metrics = app.state.metrics = Metrics()
+    app.state.input_limits = settings.input_limits()
     install_error_handlers(app)
     app.include_router(typed.router)
     app.include_router(health.router)
@@ -123,7 +143,7 @@ def create_app(settings: Settings) -> ServiceApp:
 
     # Middleware, innermost first: body limit -> disconnects -> keys -> metrics -> CORS -> request id, around the
     # lean task routes and the FastAPI app alike (pure ASGI classes: no layer of FastAPI's own per request).
-    entry = typed.TaskRoutes(app, typed.TASK_ROUTES)
+    entry = HeadAsGet(typed.TaskRoutes(app, typed.TASK_ROUTES))
     entry = BodySizeLimit(entry, max_bytes=int(settings.max_request_mb * 1024 * 1024))
     entry = CancelOnDisconnect(entry)
     entry = ApiKeys(
@@ -132,7 +152,7 @@ def create_app(settings: Settings) -> ServiceApp:
         admin_keys=read_keys(settings.admin_keys, settings.admin_keys_file),
         protect_health=settings.protect_health,
     )
-    entry = RequestMetrics(entry, metrics=metrics)
+    entry = RequestMetrics(entry, metrics=metrics, known_model=lambda name: bool(app.state.registry.versions(name)))
     if settings.cors_origins:
         entry = CORSMiddleware(
             entry,

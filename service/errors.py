@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
+from starlette.requests import ClientDisconnect
+
+from service.limits import MAX_ITEM_PROBLEMS
 from service.logs import new_id
 
 log = logging.getLogger("service.errors")
@@ -110,6 +113,10 @@ class ServerErrors:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            # The client went away before its request was whole: nobody to answer, nothing of ours failed
+            # (the request metrics count it as 499).
+            log.info("%s %s: the client disconnected before its request was complete", scope.get("method"), scope.get("path"))
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             if started:
                 raise
@@ -140,9 +147,11 @@ def error_response(exc: Exception, method: str, path: str):
             return JSONResponse(error_body("bad_request", "the request body is not valid JSON"), status_code=400)
         details = [
             {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in errors
+            for e in errors[:MAX_ITEM_PROBLEMS]
         ]
         summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details)
+        if len(errors) > MAX_ITEM_PROBLEMS:
+            summary += f"; and {len(errors) - MAX_ITEM_PROBLEMS:,} more problems"
         return JSONResponse(error_body("invalid_input", summary, details), status_code=422)
     if isinstance(exc, HTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,6 +23,10 @@ DATATYPES: dict[str, Any] = {
     "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
     "FP16": np.float16, "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
 }
+
+
+# The model's say on an input's declared shape (Task.check_tensor_shape): raises to refuse it.
+ShapeCheck = Callable[[str, list[int]], None]
 
 
 class TensorMetadata(BaseModel):
@@ -57,19 +61,32 @@ class InferenceRequest(BaseModel):
     outputs: Optional[list[RequestOutput]] = None
 
 
-def _flatten(data: Any) -> list:
-    if isinstance(data, list):
-        flat: list = []
-        for item in data:
-            flat.extend(_flatten(item))
-        return flat
-    return [data]
+def _flatten(data: Any, most: int, name: str) -> list:
+    """Nested JSON lists as one flat list, refused as soon as it holds more than `most` elements."""
+    flat: list = []
+    stack = [iter(data)] if isinstance(data, list) else None
+    if stack is None:
+        return [data]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+            if len(flat) > most:
+                raise BadRequest(f"input {name}: the data holds more elements than its shape's {most:,}")
+        else:
+            stack.pop()
+    return flat
 
 
-def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
-    """The binary form of BYTES: each element is a 4-byte little-endian length and that many bytes."""
+def _bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:
+    """The binary form of BYTES: each element is a 4-byte little-endian length and that many bytes;
+    refused as soon as there are more than the shape's `count`."""
     elements, offset = [], 0
     while offset < len(raw):
+        if len(elements) == count:
+            raise BadRequest(f"input {name}: the binary data holds more BYTES elements than its shape's {count:,}")
         if offset + 4 > len(raw):
             raise BadRequest(f"input {name}: truncated BYTES element length")
         (length,) = struct.unpack_from("<I", raw, offset)
@@ -81,8 +98,9 @@ def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
     return elements
 
 
-def to_array(tensor: RequestInput, binary: bytes | None) -> np.ndarray:
-    """One input tensor as a numpy array of its declared shape; 400 when data and shape disagree."""
+def to_array(tensor: RequestInput, binary: bytes | None, check_shape: ShapeCheck = lambda name, shape: None) -> np.ndarray:
+    """One input tensor as a numpy array of its declared shape; 400 when data and shape disagree, or when
+    `check_shape` (the model's) refuses the shape, which is asked before any element is read."""
     if tensor.datatype not in DATATYPES:
         raise BadRequest(f"input {tensor.name}: unknown datatype {tensor.datatype!r}; one of {', '.join(DATATYPES)}")
     if any(d < 0 for d in tensor.shape):
@@ -90,10 +108,11 @@ def to_array(tensor: RequestInput, binary: bytes | None) -> np.ndarray:
     count = math.prod(tensor.shape)  # Python integers: a product past 2**63 must not wrap to a small one
     if count > 50_000_000:
         raise BadRequest(f"input {tensor.name}: shape {tensor.shape} is too large")
+    check_shape(tensor.name, tensor.shape)
     dtype = DATATYPES[tensor.datatype]
     if binary is not None:
         if tensor.datatype == "BYTES":
-            values = _bytes_elements(binary, tensor.name)
+            values = _bytes_elements(binary, tensor.name, count)
             array = np.empty(len(values), dtype=object)
             array[:] = values
         else:
@@ -105,7 +124,7 @@ def to_array(tensor: RequestInput, binary: bytes | None) -> np.ndarray:
     else:
         if tensor.data is None:
             raise BadRequest(f"input {tensor.name}: no data (neither JSON data nor binary_data_size)")
-        flat = _flatten(tensor.data)
+        flat = _flatten(tensor.data, count, tensor.name)
         if tensor.datatype == "BYTES":
             if not all(isinstance(v, str) for v in flat):
                 raise BadRequest(f"input {tensor.name}: BYTES data must be strings in JSON")
@@ -126,8 +145,11 @@ def to_array(tensor: RequestInput, binary: bytes | None) -> np.ndarray:
     return array.reshape(tensor.shape)
 
 
-def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, dict[str, np.ndarray]]:
-    """A JSON request, or JSON followed by binary tensor data (Inference-Header-Content-Length)."""
+def parse_request(
+    body: bytes, header_length: str | None, check_shape: ShapeCheck = lambda name, shape: None
+) -> tuple[InferenceRequest, dict[str, np.ndarray]]:
+    """A JSON request, or JSON followed by binary tensor data (Inference-Header-Content-Length);
+    `check_shape(input name, shape)` may refuse each input before its data is read."""
     if header_length is not None:
         try:
             length = int(header_length)
@@ -153,7 +175,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
             if not isinstance(size, int) or size < 0 or offset + size > len(rest):
                 raise BadRequest(f"input {tensor.name}: binary_data_size {size!r} does not fit the binary data")
             binary, offset = rest[offset : offset + size], offset + size
-        arrays[tensor.name] = to_array(tensor, binary)
+        arrays[tensor.name] = to_array(tensor, binary, check_shape)
     if offset != len(rest):
         raise BadRequest(f"{len(rest) - offset} bytes of binary data belong to no input")
     return request, arrays

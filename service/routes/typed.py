@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from service.errors import ServerErrors, ServiceError, UnsupportedMediaType, error_response
+from service.limits import DEFAULT_LIMITS, InputLimits
 from service.tasks.forecast import ForecastRequest, ForecastResponse
 from service.tasks.image import ImageClassification, ImageRequest
 from service.tasks.sentiment import SentimentRequest, SentimentResponse
@@ -109,8 +110,9 @@ async def predict_sequence(request: Request, body: ForecastRequest):
 # and answer the same errors, and the API tests hold both to it.
 
 
-def parse_json_body(body: bytes, has_content_type: bool, model: type[BaseModel]) -> BaseModel:
-    """The body as `model`, with the errors FastAPI raises for a JSON body parameter."""
+def parse_json_body(body: bytes, has_content_type: bool, model: type[BaseModel], limits: InputLimits) -> BaseModel:
+    """The body as `model`, with the errors FastAPI raises for a JSON body parameter; `limits` bound the
+    lists before their items are validated."""
     if not body:
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
     data: Any = body  # without a content type FastAPI validates the raw bytes (and refuses them)
@@ -125,7 +127,8 @@ def parse_json_body(body: bytes, has_content_type: bool, model: type[BaseModel])
         except Exception as exc:  # undecodable bytes, nesting past the recursion limit
             raise HTTPException(400, "There was an error parsing the body") from exc
     try:
-        return model.model_validate(data, from_attributes=True)  # as FastAPI validates a body model
+        # as FastAPI validates a body model
+        return model.model_validate(data, from_attributes=True, context={"limits": limits})
     except ValidationError as exc:
         errors = [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
         raise RequestValidationError(errors) from exc
@@ -160,7 +163,9 @@ class JsonTaskRoute:
                 break
         try:
             check_media_type(content_type or "", "application/json")
-            parsed = parse_json_body(await read_body(receive), content_type is not None, self.request_model)
+            body = await read_body(receive)
+            limits = getattr(state, "input_limits", DEFAULT_LIMITS)
+            parsed = parse_json_body(body, content_type is not None, self.request_model, limits)
             result = await state.dataplane.infer(self.model_name, parsed)
         except (ServiceError, RequestValidationError, HTTPException) as exc:
             await error_response(exc, scope["method"], scope["path"])(scope, receive, send)

@@ -149,7 +149,8 @@ INFER_RESPONSES = {
 async def infer(request: Request, name: str, version: str | None = None):
     try:
         body = await request.body()
-        parsed, inputs = parse_request(body, request.headers.get(HEADER_LENGTH))
+        task = request.app.state.registry.get(name, version).task
+        parsed, inputs = parse_request(body, request.headers.get(HEADER_LENGTH), task.check_tensor_shape)
         entry, outputs = await request.app.state.dataplane.infer_tensors(name, version, inputs, model_parameters(parsed))
         content, headers = encode_response(entry.name, entry.version, parsed, outputs)
     except ServiceError as exc:
@@ -169,7 +170,7 @@ async def repository_index(request: Request):
     body = await request.body()
     try:
         ready_only = bool(json.loads(body).get("ready", False)) if body.strip() else False
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: nesting past Python's limit
         return v2_error(BadRequest("the index request must be a JSON object such as {\"ready\": true}"))
     entries = request.app.state.registry.entries.values()
     return [

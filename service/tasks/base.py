@@ -79,6 +79,10 @@ class Task(ABC):
     def encode(self, outputs: list[np.ndarray], decoded: Decoded, model: str, version: str) -> BaseModel:
         """The model's outputs for this request's rows (leading axis = its rows, in order) -> response."""
 
+    def check_tensor_shape(self, tensor: str, shape: list[int]) -> None:
+        """Refuse (InvalidInput), from its declared shape alone and before its data is read, a V2 input
+        larger than one request may be. By default nothing beyond the body size limit."""
+
     @abstractmethod
     def decode_tensors(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> Decoded:
         """V2 input tensors (names, datatypes and shapes already checked against tensor_inputs) -> rows."""

@@ -3,13 +3,14 @@ values with 80% and 95% prediction intervals."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+import math
+from typing import Annotated, Any, Literal, Optional, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 
 from service.errors import InvalidInput
-from service.limits import DEFAULT_LIMITS
+from service.limits import DEFAULT_LIMITS, checked_items, limits_of
 from service.manifest import ForecastPreprocessing
 from service.preprocessing.series import (
     INTERVAL_LEVELS,
@@ -28,6 +29,14 @@ MAX_HISTORY = DEFAULT_LIMITS.series_length  # the default of max_series_length; 
 FEEDS = ("window", "context", "theta")  # the graph's inputs, in the order of a decoded row
 
 
+VALUE = TypeAdapter(Annotated[float, AllowInfNan(False)])
+
+
+def _finite_number(value: Any) -> bool:
+    kind = type(value)
+    return kind is int or (kind is float and math.isfinite(value))
+
+
 class ForecastRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -40,6 +49,13 @@ class ForecastRequest(BaseModel):
     period: Optional[Literal[1, 4, 12]] = Field(
         None, description="seasonal period: 12 monthly, 4 quarterly, 1 yearly/none; detected when omitted"
     )
+
+    @field_validator("series", mode="before")
+    @classmethod
+    def _count_first(cls, series: Any, info: ValidationInfo) -> Any:
+        """The length is checked before any value is, and at most a few bad values are reported."""
+        return checked_items(series, "series", limits_of(info).series_length,
+                             "the series has {count:,} values; at most {limit:,}", _finite_number, VALUE)
 
 
 class PredictionInterval(BaseModel):
@@ -98,15 +114,23 @@ class ForecastTask(Task):
     def collate(self, rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
         return {name: np.stack([row[i] for row in rows]) for i, name in enumerate(FEEDS)}
 
+    def check_tensor_shape(self, tensor: str, shape: list[int]) -> None:
+        count = math.prod(shape)
+        if count > self.limits.series_length:
+            raise InvalidInput(f"{tensor}: the series has {count:,} values; at most {self.limits.series_length:,}")
+
     def decode_tensors(self, inputs: dict[str, np.ndarray], parameters: dict) -> Decoded:
         unknown = set(parameters) - {"horizon", "period"}
         if unknown:
             raise InvalidInput(f"unknown parameters {sorted(unknown)}; this model takes horizon and period")
         try:
-            request = ForecastRequest(
-                series=inputs["history"][0].astype(np.float64).tolist(),
-                horizon=parameters.get("horizon", 12),
-                period=parameters.get("period"),
+            request = ForecastRequest.model_validate(
+                {
+                    "series": inputs["history"][0].astype(np.float64).tolist(),
+                    "horizon": parameters.get("horizon", 12),
+                    "period": parameters.get("period"),
+                },
+                context={"limits": self.limits},
             )
         except ValueError as exc:
             first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Sequence
+from typing import Annotated, Any, Literal, Optional, Sequence
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from service.errors import InvalidInput
-from service.limits import DEFAULT_LIMITS
+from service.limits import DEFAULT_LIMITS, checked_items, limits_of
 from service.manifest import SentimentPreprocessing
 from service.preprocessing.numeric import softmax
 from service.preprocessing.text import PAD_TOKEN, SENTIMENT_LABELS, load_tokenizer, pad_batch, tokenize
@@ -34,6 +45,13 @@ Text = Annotated[
 ]
 
 
+TEXT = TypeAdapter(Text)
+
+
+def _plain_text(value: Any) -> bool:
+    return isinstance(value, str) and not value.isspace() and value != ""
+
+
 class SentimentRequest(BaseModel):
     """Either one ``text`` or a list of ``texts`` (1 to max_texts, default 64), never both."""
 
@@ -46,6 +64,13 @@ class SentimentRequest(BaseModel):
     texts: Optional[list[Text]] = Field(
         default=None, min_length=1, description=f"1 to max_texts texts (default {MAX_TEXTS}), scored in order"
     )
+
+    @field_validator("texts", mode="before")
+    @classmethod
+    def _count_first(cls, texts: Any, info: ValidationInfo) -> Any:
+        """The number of texts is checked before any text is, and at most a few bad texts are reported."""
+        return checked_items(texts, "texts", limits_of(info).texts, "{count:,} texts in one request; at most {limit:,}",
+                             _plain_text, TEXT)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "SentimentRequest":
@@ -119,6 +144,11 @@ class SentimentTask(Task):
     def row_length(self, row: Sequence[int]) -> int:
         return len(row)
 
+    def check_tensor_shape(self, tensor: str, shape: list[int]) -> None:
+        count = math.prod(shape)
+        if count > self.limits.texts:
+            raise InvalidInput(f"{tensor}: {count:,} texts in one request; at most {self.limits.texts:,}")
+
     def decode_tensors(self, inputs: dict[str, np.ndarray], parameters: dict) -> Decoded:
         texts = []
         for raw in inputs["text"].reshape(-1):
@@ -127,7 +157,7 @@ class SentimentTask(Task):
             except UnicodeDecodeError:
                 raise InvalidInput("text: every element must be valid UTF-8") from None
         try:
-            request = SentimentRequest(texts=texts)
+            request = SentimentRequest.model_validate({"texts": texts}, context={"limits": self.limits})
         except ValueError as exc:
             raise InvalidInput(f"text: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}") from None
         return self.decode(request)

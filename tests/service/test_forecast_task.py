@@ -86,8 +86,12 @@ def test_invalid_requests_fail_validation(body):
 
 
 def test_series_length_limit_is_enforced_in_decode(task, air):
-    with pytest.raises(InvalidInput, match=f"at most {MAX_HISTORY:,}"):
-        task.decode(ForecastRequest(series=[1.0] * (MAX_HISTORY + 1)))
+    # The schema counts first, against the limits in its validation context (the defaults without one) ...
+    with pytest.raises(ValidationError, match=f"the series has {MAX_HISTORY + 1:,} values; at most {MAX_HISTORY:,}"):
+        ForecastRequest(series=[1.0] * (MAX_HISTORY + 1))
+    with pytest.raises(ValidationError, match="the series has 101 values; at most 100"):
+        ForecastRequest.model_validate({"series": air[:101].tolist()}, context={"limits": InputLimits(series_length=100)})
+    # ... and decode holds a request built without them to the task's own limits.
     strict = ForecastTask(SPEC, [], version_dir=None, limits=InputLimits(series_length=100))
     assert len(strict.decode(ForecastRequest(series=air[:100].tolist())).rows) == 1
     with pytest.raises(InvalidInput, match="the series has 101 values; at most 100"):
@@ -314,3 +318,13 @@ def test_residual_scale_is_the_mean_absolute_change_over_one_period_of_the_obser
     history = np.array([[np.nan, np.nan, 0.0, 0.1, -0.1, 0.0, 0.3, 0.2], [0.0] * 8, [np.nan] * 4 + [0.0, 0.1, -0.1, 0.0]])
     np.testing.assert_allclose(residual_scale(history, np.array([1, 1, 1])), [(0.1 + 0.2 + 0.1 + 0.3 + 0.1) / 5, 1e-3, 0.4 / 3])
     np.testing.assert_allclose(residual_scale(history, np.array([4, 4, 4])), [(0.3 + 0.1) / 2, 1e-3, 1e-3])
+
+
+def test_a_long_series_of_bad_values_is_counted_first_and_reported_by_its_first_few():
+    with pytest.raises(ValidationError) as refused:
+        ForecastRequest(series=["x"] * 50_000)
+    errors = refused.value.errors()
+    assert len(errors) == 1
+    assert errors[0]["msg"].count("series[") == 10 and errors[0]["msg"].endswith("and more")
+    with pytest.raises(ValidationError, match="at most 100"):
+        ForecastRequest.model_validate({"series": ["x"] * 1_000_000}, context={"limits": InputLimits(series_length=100)})

@@ -60,10 +60,27 @@ def test_request_rejects(payload):
         SentimentRequest.model_validate(payload)
 
 
-@pytest.mark.parametrize("payload", [{"text": "a" * (MAX_TEXT_CHARS + 1)}, {"texts": ["x"] * (MAX_TEXTS + 1)}])
-def test_decode_enforces_the_default_limits(task, payload):
+def test_decode_enforces_the_default_limits(task):
     with pytest.raises(InvalidInput, match="at most"):
-        task.decode(SentimentRequest.model_validate(payload))
+        task.decode(SentimentRequest.model_validate({"text": "a" * (MAX_TEXT_CHARS + 1)}))
+
+
+def test_too_many_texts_are_refused_before_any_is_validated():
+    with pytest.raises(ValidationError, match=f"{MAX_TEXTS + 1} texts in one request; at most {MAX_TEXTS}"):
+        SentimentRequest.model_validate({"texts": ["x"] * (MAX_TEXTS + 1)})
+    # A million invalid texts: one error, not a million.
+    with pytest.raises(ValidationError) as refused:
+        SentimentRequest.model_validate({"texts": [1] * 1_000_000})
+    assert refused.value.error_count() == 1
+    with pytest.raises(ValidationError, match="3 texts in one request; at most 2"):
+        SentimentRequest.model_validate({"texts": ["a", "b", "c"]}, context={"limits": InputLimits(texts=2)})
+
+
+def test_bad_texts_within_the_count_are_reported_by_their_first_few():
+    with pytest.raises(ValidationError) as refused:
+        SentimentRequest.model_validate({"texts": [" "] * MAX_TEXTS})
+    message = refused.value.errors()[0]["msg"]
+    assert refused.value.error_count() == 1 and message.count("texts[") == 10 and message.endswith("and more")
 
 
 def test_decode_enforces_the_configured_limits(task):

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         "share the service's cgroup",
     )
     decode_workers: int = Field(2, ge=1, le=64, description="threads that decode images (a bounded pool)")
+    max_decode_mb: int = Field(
+        768, ge=16,
+        description="memory all decode threads together may spend decoding images: each image may take "
+        "max_decode_mb / decode_workers (413 beyond, refused from its header before decoding)",
+    )
     batching: dict[str, BatchPolicy] = Field(
         default_factory=dict,
         description='per-model batching as JSON, e.g. {"sentiment-transformer": {"max_batch_size": 32, "max_queue_delay_ms": 2}}; '
@@ -73,6 +78,18 @@ class Settings(BaseSettings):
 
     max_request_mb: float = Field(8.0, gt=0, description="largest request body accepted (413 beyond)")
     max_header_kb: int = Field(64, ge=1, description="largest request line plus headers (431 beyond, connection closed)")
+    idle_timeout_s: float = Field(
+        5.0, gt=0, description="a connection with no request in progress is closed after this long without one (also keep-alive)"
+    )
+    head_timeout_s: float = Field(
+        10.0, gt=0, description="a request's line and headers must arrive within this long of its first byte (408 beyond)"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request's body must arrive within this long of its headers (408 beyond)"
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="open connections per process; a request on one beyond is answered 503 at once"
+    )
     max_image_pixels: int = Field(
         DEFAULT_LIMITS.image_pixels, ge=1, description="largest image (width x height) decoded; 413 beyond, refused before decoding"
     )
@@ -114,6 +131,7 @@ class Settings(BaseSettings):
             text_chars=self.max_text_chars,
             series_length=self.max_series_length,
             images=self.max_images,
+            decode_bytes=self.max_decode_mb * 1024 * 1024 // self.decode_workers,
         )
 
     def batch_policy(self, model: str) -> BatchPolicy:

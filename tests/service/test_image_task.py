@@ -13,7 +13,8 @@ from service.errors import BadRequest, InvalidInput, PayloadTooLarge, Unsupporte
 from service.manifest import ImagePreprocessing
 from service.preprocessing.image import BlankImage, digit_to_mnist, to_grayscale
 from service.limits import InputLimits
-from service.tasks.image import WORKING_PIXELS, ImageRequest, ImageTask, grayscale_of, open_image, working_image
+from service.tasks.image import ImageRequest, ImageTask
+from service.tasks.image_decoding import WORKING_PIXELS, grayscale_of, open_image, working_image
 
 SPEC = ImagePreprocessing(mean=0.1, std=0.3)
 

@@ -10,7 +10,7 @@ import uvicorn
 
 from service.app import create_app
 from service.auth import KeyFileError, read_keys
-from service.http_protocol import bounded_httptools_protocol
+from service.http_protocol import ConnectionLimits, IncompatibleUvicorn, check_uvicorn_protocol, service_protocol
 from service.logs import configure_logging
 from service.registry import ModelRegistry, RepositoryError
 from service.runtime import ProviderUnavailable, plan_providers
@@ -50,16 +50,29 @@ class DrainingServer(uvicorn.Server):
 
 
 def http_protocol(settings: Settings):
-    """httptools (bounded head) unless h11 is asked for or httptools is missing."""
+    """The service's httptools protocol (bounds and timeouts) unless h11 is asked for or httptools is missing."""
     if settings.http == "h11" or importlib.util.find_spec("httptools") is None:
         return "h11"
-    return bounded_httptools_protocol(settings.max_header_kb * 1024)
+    check_uvicorn_protocol()
+    return service_protocol(
+        ConnectionLimits(
+            max_head_bytes=settings.max_header_kb * 1024,
+            idle_s=settings.idle_timeout_s,
+            head_s=settings.head_timeout_s,
+            body_s=settings.body_timeout_s,
+            max_connections=settings.max_connections,
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = Settings(_cli_parse_args=sys.argv[1:] if argv is None else argv)
     configure_logging(settings.log_level, settings.log_format)
     problem = preflight(settings)
+    try:
+        protocol = http_protocol(settings)
+    except IncompatibleUvicorn as exc:
+        problem = str(exc)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -70,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         log_level=settings.log_level,
         # Access lines are logged at info: above it uvicorn would still format each one, to drop it.
         access_log=settings.log_level in ("debug", "info"),
-        http=http_protocol(settings),
+        http=protocol,
         h11_max_incomplete_event_size=settings.max_header_kb * 1024,
+        timeout_keep_alive=settings.idle_timeout_s,
         loop=settings.loop,
         timeout_graceful_shutdown=settings.drain_s,
         log_config=None,  # configure_logging: text or JSON lines, with request ids

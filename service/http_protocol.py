@@ -1,30 +1,59 @@
-"""uvicorn's httptools protocol with a bound on the request head, and notice of a client that goes away.
+"""The service's HTTP/1.1 protocol: uvicorn's httptools protocol with the bounds a public server needs.
 
-httptools keeps a header that is still arriving in memory, however long it grows, so a client could make
-the process hold hundreds of megabytes with one header line. This protocol counts the bytes received
-while a request's head is incomplete and answers 431 (in the service's error shape) and closes the
-connection once they pass the limit. With h11, uvicorn's own `h11_max_incomplete_event_size` does the same.
+- **Head size**: httptools keeps a header that is still arriving in memory, however long it grows. The
+  bytes received while a request's head is incomplete are counted; past the limit the answer is 431.
+- **Slow clients**: a new connection must start a request within `idle_s` (between requests uvicorn's
+  keep-alive timeout does the same), a request's head must be complete within `head_s` of its first
+  byte, and its body within `body_s` of its head. A late head or body is answered 408.
+- **Connections**: beyond `max_connections` open connections, a new connection's first request is
+  answered 503 (Retry-After) at once, without reaching the app.
+- **Errors of its own** (400 for a request the parser refuses, 408, 431, 503) are answered in the
+  service's JSON error shape, then the connection is closed the lingering way: the answer is sent, the
+  write side shut, and what the client still sends is read and dropped (up to LINGER_S and LINGER_BYTES)
+  before closing, so the client reads the answer instead of a connection reset.
+- **Retry later**: a connection answered 503 with Retry-After (a full queue) is not read again for
+  `retry_pause_s`, so clients that retry at once cannot keep the event loop busy refusing them (and the
+  compute threads and health probes without a core).
 
 Each response leaves in one write where uvicorn makes two (its head, then its body): HeadWithBody holds the
-head back until the body comes, which saves a system call and a TCP segment per response on the event loop
-and at the client.
+head back until the body comes (not for HEAD, whose answer has no body), which saves a system call and a
+TCP segment per response on the event loop and at the client.
 
 It also hands each request a DisconnectNotice (scope["extensions"][DISCONNECT_NOTICE]): when the connection
 is lost after the whole request arrived and before the whole answer was sent, the callbacks registered on it
 run. service/cancellation.py cancels the request's work with it, where otherwise a task per request would
 have to listen on the connection.
+
+uvicorn's protocol class is not a public API: `check_uvicorn_protocol` verifies, when the server starts,
+that the hooks used here are still there, and pyproject.toml pins the uvicorn releases this was tested on.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+from dataclasses import dataclass
 from typing import Callable
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.errors import error_body
 
 DISCONNECT_NOTICE = "ortserve.disconnect_notice"
+# How long, and how much, a connection closed with an error answer keeps reading (and dropping) of what the
+# client still sends, so that the client reads the answer rather than a reset.
+LINGER_S = 2.0
+LINGER_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_head_bytes: int = 64 * 1024
+    idle_s: float = 5.0
+    head_s: float = 10.0
+    body_s: float = 30.0
+    max_connections: int = 1024
+    retry_pause_s: float = 1.0  # a connection answered 503 with Retry-After is not read for this long
 
 
 class DisconnectNotice:
@@ -46,18 +75,23 @@ class DisconnectNotice:
 
 
 class HeadWithBody:
-    """The transport as one request's cycle sees it: its first write, the response head, waits for the next."""
+    """The transport as one request's cycle sees it: its first write, the response head, waits for the next
+    (unless `hold` is off: a HEAD request's answer is its head alone). It notes whether the answer is a
+    503 that asks the client to come back later (Retry-After)."""
 
-    __slots__ = ("transport", "head", "started")
+    __slots__ = ("transport", "head", "started", "hold", "retry_later")
     CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # the cycle's own interim answer, not the response head
 
-    def __init__(self, transport) -> None:
-        self.transport, self.head, self.started = transport, b"", False
+    def __init__(self, transport, hold: bool = True) -> None:
+        self.transport, self.head, self.started, self.hold, self.retry_later = transport, b"", False, hold, False
 
     def write(self, data: bytes) -> None:
         if not self.started and data != self.CONTINUE:
-            self.started, self.head = True, data
-            return
+            self.started = True
+            self.retry_later = data.startswith(b"HTTP/1.1 503") and b"\r\nretry-after:" in data
+            if self.hold:
+                self.head = data
+                return
         if self.head:
             data, self.head = self.head + data, b""
         self.transport.write(data)
@@ -72,62 +106,197 @@ class HeadWithBody:
         return self.transport.is_closing()
 
 
-def bounded_httptools_protocol(max_head_bytes: int) -> type[HttpToolsProtocol]:
-    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+def error_answer(status: int, reason: str, code: str, message: str, headers: tuple[str, ...] = ()) -> bytes:
+    """A whole HTTP/1.1 answer in the service's error shape that closes the connection."""
+    body = json.dumps(error_body(code, message)).encode()
+    head = [f"HTTP/1.1 {status} {reason}", "content-type: application/json", f"content-length: {len(body)}",
+            "connection: close", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+def service_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
+    class ServiceHttpProtocol(HttpToolsProtocol):
         def connection_made(self, transport) -> None:  # type: ignore[override]
-            self._head_bytes, self._in_head = 0, True
+            self._head_bytes, self._in_head, self._lingering = 0, True, False
             self._notices: list[DisconnectNotice] = []  # of this connection's requests not yet answered
+            self._phase, self._timer, self._cooling, self._lingered = None, None, None, 0
             super().connection_made(transport)
+            # uvicorn's set holds every open connection of the process, this one included.
+            self._over_capacity = len(self.connections) > limits.max_connections
+            self._arm("idle", limits.idle_s, self._idle_timeout)
 
         def connection_lost(self, exc) -> None:
+            self._disarm()
+            if self._cooling is not None:
+                self._cooling.cancel()
             super().connection_lost(exc)
             notices, self._notices = self._notices, []
             for notice in notices:
                 notice.connection_lost()
 
+        # --- timers ------------------------------------------------------------------------------
+
+        def _arm(self, phase: str, seconds: float, callback: Callable[[], None]) -> None:
+            self._disarm()
+            self._phase, self._timer = phase, self.loop.call_later(seconds, callback)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._phase, self._timer = None, None
+
+        def _idle_timeout(self) -> None:
+            self._phase, self._timer = None, None
+            if not self.transport.is_closing():
+                self.transport.close()  # nothing was asked: nothing to answer
+
+        def _head_timeout(self) -> None:
+            self._phase, self._timer = None, None
+            if self._busy():  # a pipelined head behind an answer in progress: close once it is sent
+                self.cycle.keep_alive = False
+                self.flow.pause_reading()
+                return
+            self._answer_and_close(error_answer(
+                408, "Request Timeout", "request_timeout",
+                f"the request line and headers did not arrive within {limits.head_s:g} s"))
+
+        def _body_timeout(self) -> None:
+            self._phase, self._timer = None, None
+            cycle = self.cycle
+            if cycle is None or not cycle.more_body or cycle.response_complete:
+                return
+            answered = cycle.response_started
+            # The app reads a disconnect and stops (the request ends as 499: it never got its body).
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if answered:
+                self.transport.close()
+                return
+            self._answer_and_close(error_answer(
+                408, "Request Timeout", "request_timeout",
+                f"the request body did not arrive within {limits.body_s:g} s of its headers"))
+
+        def _busy(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        # --- answering and closing without a reset ----------------------------------------------------
+
+        def _answer_and_close(self, answer: bytes) -> None:
+            """Send `answer`, shut the write side, drop what still arrives for LINGER_S, then close."""
+            if self.transport.is_closing():
+                return
+            self._disarm()
+            self._lingering = True
+            self.transport.write(answer)
+            self.flow.resume_reading()
+            try:
+                self.transport.write_eof()
+            except (NotImplementedError, OSError, RuntimeError):
+                self.transport.close()
+                return
+            self.loop.call_later(LINGER_S, self.transport.close)
+
+        # --- the parser's callbacks ----------------------------------------------------------------
+
         def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                self._lingered += len(data)
+                if self._lingered > LINGER_BYTES:
+                    self.transport.close()
+                return
             if self._in_head:
                 self._head_bytes += len(data)  # the parser resets the count once the head is complete
             super().data_received(data)
-            if self._in_head and self._head_bytes > max_head_bytes and not self.transport.is_closing():
-                self._refuse()
+            if self._in_head and self._head_bytes > limits.max_head_bytes and not self.transport.is_closing():
+                self._refuse_head()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm("head", limits.head_s, self._head_timeout)
 
         def on_headers_complete(self) -> None:
             # A head that arrived whole in one read is measured here; raising stops the parser, which
             # uvicorn answers through send_400_response (below).
             size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-            if size > max_head_bytes:
+            if size > limits.max_head_bytes:
                 self._too_large = True
                 raise ValueError("request head too large")
             self._head_bytes, self._in_head = 0, False
+            if self._over_capacity:
+                self.logger.warning("refused a connection beyond max_connections (%d)", limits.max_connections)
+                self._answer_and_close(error_answer(
+                    503, "Service Unavailable", "too_many_connections",
+                    f"the server holds {limits.max_connections:,} connections already; retry shortly",
+                    ("retry-after: 1",)))
+                raise ValueError("connection beyond max_connections")  # stops the parser: nothing reaches the app
+            pipelined = self._busy()
             super().on_headers_complete()
+            self._disarm()
+            if not pipelined:
+                self._arm("body", limits.body_s, self._body_timeout)
             # The request's task is created but has not run yet: the scope it will read can still take the notice.
-            self.cycle.transport = HeadWithBody(self.transport)
+            self.cycle.transport = HeadWithBody(self.transport, hold=self.scope["method"] != "HEAD")
             notice = DisconnectNotice(self.cycle)
             self.cycle.scope.setdefault("extensions", {})[DISCONNECT_NOTICE] = notice
             self._notices.append(notice)
 
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            if self._phase == "body":
+                self._disarm()
+            self._head_bytes, self._in_head = 0, True
+
         def on_response_complete(self) -> None:
             self._notices = [notice for notice in self._notices if not notice.cycle.response_complete]
             super().on_response_complete()
+            if getattr(self.cycle.transport, "retry_later", False) and not self.transport.is_closing():
+                # A client told to retry later is not read again before then: a flood of clients that
+                # retry at once would otherwise keep the event loop refusing them, and leave the
+                # compute threads (and the health probes) no time at all.
+                self.flow.pause_reading()
+                self._cooling = self.loop.call_later(limits.retry_pause_s, self._cooled)
+
+        def _cooled(self) -> None:
+            self._cooling = None
+            if not self.transport.is_closing() and not self._busy():
+                self.flow.resume_reading()
 
         def send_400_response(self, msg: str) -> None:
+            if self._lingering:  # the connection was refused above: its answer is on the way
+                return
             if getattr(self, "_too_large", False):
-                return self._refuse()
-            super().send_400_response(msg)
+                return self._refuse_head()
+            self._answer_and_close(error_answer(400, "Bad Request", "bad_request", f"invalid HTTP request: {msg}"))
 
-        def on_message_complete(self) -> None:
-            super().on_message_complete()
-            self._head_bytes, self._in_head = 0, True
+        def _refuse_head(self) -> None:
+            self.logger.warning("refused a request whose head passed %d bytes", limits.max_head_bytes)
+            self._answer_and_close(error_answer(
+                431, "Request Header Fields Too Large", "headers_too_large",
+                f"the request line and headers exceed {limits.max_head_bytes:,} bytes"))
 
-        def _refuse(self) -> None:
-            message = f"the request line and headers exceed {max_head_bytes:,} bytes"
-            body = json.dumps(error_body("headers_too_large", message)).encode()
-            self.logger.warning("refused a request whose head passed %d bytes", max_head_bytes)
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-                + b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-            )
-            self.transport.close()
+    return ServiceHttpProtocol
 
-    return BoundedHttpToolsProtocol
+
+# What service_protocol overrides or calls in uvicorn's protocol and its request cycle.
+PROTOCOL_HOOKS = ("connection_made", "connection_lost", "data_received", "on_message_begin", "on_headers_complete",
+                  "on_message_complete", "on_response_complete", "send_400_response")
+CYCLE_ATTRIBUTES = ("transport", "scope", "more_body", "response_complete", "response_started", "disconnected",
+                    "message_event", "keep_alive")
+
+
+class IncompatibleUvicorn(RuntimeError):
+    """The installed uvicorn no longer has what the service's protocol builds on."""
+
+
+def check_uvicorn_protocol() -> None:
+    """Fail loudly, naming what is missing, when uvicorn's protocol or request cycle changed shape."""
+    missing = [hook for hook in PROTOCOL_HOOKS if not callable(getattr(HttpToolsProtocol, hook, None))]
+    cycle_source = inspect.getsource(RequestResponseCycle.__init__)
+    missing += [f"RequestResponseCycle.{name}" for name in CYCLE_ATTRIBUTES if f"self.{name} =" not in cycle_source]
+    if missing:
+        from importlib.metadata import version
+
+        raise IncompatibleUvicorn(
+            f"uvicorn {version('uvicorn')} lacks what service/http_protocol.py builds on: {', '.join(missing)}; "
+            "install the uvicorn release pinned in pyproject.toml, or start with --http h11"
+        )

@@ -65,5 +65,5 @@ class BodySizeLimit:
         except Exception:
             if not exceeded:
                 raise
-            if not started:
-                await self._reject(scope, send)
+        if exceeded and not started:  # the app stopped at the cut-off body without answering
+            await self._reject(scope, send)

@@ -7,6 +7,7 @@ collide. The service runs one process; with several, each would be scraped as it
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -59,30 +60,50 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class RequestMetrics:
-    """ASGI middleware: count and time every HTTP request by its route template, not its raw path."""
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNKNOWN_MODEL = "_unknown"  # every model name the registry does not know shares this label
+OTHER_METHOD = "OTHER"
 
-    def __init__(self, app, metrics: Metrics):
+
+class RequestMetrics:
+    """ASGI middleware: count and time every HTTP request by its route template, not its raw path.
+
+    No label takes a value from the client unchecked: a model name in the path that the registry does not
+    know is labelled `_unknown`, an unusual method `OTHER`, so random names cannot grow the exposition.
+    A request whose client disconnected before its answer started counts as 499, whatever came after."""
+
+    def __init__(self, app, metrics: Metrics, known_model: Callable[[str], bool] = lambda name: True):
         self.app = app
         self.metrics = metrics
+        self.known_model = known_model
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        status = {"code": 499}  # no answer sent: the client went away first (nginx's "client closed request")
+        status = {"code": 499, "gone": False}  # no answer sent: the client went away first (nginx's 499)
+
+        async def observe_receive():
+            message = await receive()
+            if message["type"] == "http.disconnect" and status["code"] == 499:
+                status["gone"] = True
+            return message
 
         async def observe_send(message):
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not status["gone"]:
                 status["code"] = message["status"]
             await send(message)
 
         try:
-            await self.app(scope, receive, observe_send)
+            await self.app(scope, observe_receive, observe_send)
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             model = scope.get("path_params", {}).get("name") or ROUTE_MODELS.get(endpoint, "")
+            if model and not self.known_model(model):
+                model = UNKNOWN_MODEL
             method = scope.get("method", "")
+            if method not in METHODS:
+                method = OTHER_METHOD
             self.metrics.child(self.metrics.requests, endpoint, method, model, str(status["code"])).inc()
             self.metrics.child(self.metrics.request_seconds, endpoint, method).observe(time.perf_counter() - started)

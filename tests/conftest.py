@@ -6,9 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -174,3 +176,50 @@ def server(api_repository, tmp_path_factory):
 def client(server):
     with server.client() as http:
         yield http
+
+
+class HealthProbe:
+    """Health asked every `every` seconds while something else goes on, each time on a new connection as a
+    load balancer's or Kubernetes' probe does; `latencies` are whole exchanges, connect to last byte."""
+
+    def __init__(self, url: str, paths: tuple[str, ...] = ("/health/live",), every: float = 0.05, timeout: float = 30):
+        parts = urlsplit(url)
+        self.address, self.paths, self.every, self.timeout = (parts.hostname, parts.port), paths, every, timeout
+        self.latencies: list[float] = []
+        self.statuses: list[int] = []
+        self.errors = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _ask(self, path: str) -> int:
+        with socket.create_connection(self.address, timeout=self.timeout) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nhost: probe\r\nconnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return int(answer.split(b" ", 2)[1])
+
+    def _run(self) -> None:
+        turn = 0
+        while not self.stop.is_set():
+            path = self.paths[turn % len(self.paths)]
+            turn += 1
+            started = time.monotonic()
+            try:
+                self.statuses.append(self._ask(path))
+            except (OSError, IndexError, ValueError):
+                self.errors += 1
+            self.latencies.append(time.monotonic() - started)
+            self.stop.wait(max(0.0, self.every - (time.monotonic() - started)))
+
+    def percentile(self, share: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()

@@ -81,7 +81,8 @@ def copy_model(source: Path, target: Path, version: str) -> None:
 
 
 class SteadyClients:
-    """A few clients classifying a digit in a loop, recording every answer's status and model version."""
+    """A few clients classifying a digit in a loop, recording for every answer when its request was sent,
+    its status, model version and label."""
 
     def __init__(self, url: str, clients: int = 4):
         self.url, self.stop, self.answers = url, threading.Event(), []
@@ -89,11 +90,19 @@ class SteadyClients:
         self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as client:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
             while not self.stop.is_set():
+                sent = time.monotonic()
                 answer = client.post("/classify-image", files={"file": ("7.png", self.digit, "image/png")})
                 body = answer.json()
-                self.answers.append((time.monotonic(), answer.status_code, body.get("version"), body.get("label")))
+                self.answers.append((sent, answer.status_code, body.get("version"), body.get("label")))
+
+    def wait_for(self, condition, timeout: float = 120.0) -> None:
+        """Until `condition(answers)` holds: a condition to wait for, never a guessed time."""
+        deadline = time.monotonic() + timeout
+        while not condition(list(self.answers)):
+            assert time.monotonic() < deadline, f"not reached within {timeout} s: {self.answers[-5:]}"
+            time.sleep(0.01)
 
     def __enter__(self):
         for thread in self.threads:
@@ -116,26 +125,28 @@ def test_reload_swaps_versions_under_load_without_a_failed_request(api_repositor
     copy_model(api_repository / "mnist-cnn" / "1", repository / "mnist-cnn" / "1", "1")
     with start_server(repository, tmp_path / "log", env={"ORTSERVE_ADMIN_KEYS": json.dumps([ADMIN_KEY])}) as server:
         with SteadyClients(server.url) as clients:
-            time.sleep(0.5)
+            clients.wait_for(lambda answers: len(answers) >= 8)  # version 1 serves under load
             copy_model(repository / "mnist-cnn" / "1", repository / "mnist-cnn" / "2", "2")
             loaded = control(server, "load")
             swapped = time.monotonic()
-            time.sleep(0.5)
+            # Requests sent after the load answered are served by version 2.
+            clients.wait_for(lambda answers: sum(sent > swapped for sent, *_ in answers) >= 8)
             # A version whose file does not match its manifest is refused; what serves goes on serving.
             copy_model(repository / "mnist-cnn" / "1", repository / "mnist-cnn" / "3", "3")
             for model_file in (repository / "mnist-cnn" / "3").glob("*.onnx"):
                 with model_file.open("ab") as handle:
                     handle.write(b"tampered")
             refused = control(server, "load")
-            time.sleep(0.5)
+            after_refusal = time.monotonic()
+            clients.wait_for(lambda answers: sum(sent > after_refusal for sent, *_ in answers) >= 8)
         assert loaded.status_code == 200, loaded.text
         assert refused.status_code == 400 and "mnist-cnn/3" in refused.json()["error"]
         statuses = {status for _, status, _, _ in clients.answers}
         assert statuses == {200}, statuses
         assert {label for *_, label in clients.answers} == {"7"}
-        versions = [version for _, _, version, _ in clients.answers]
-        assert versions[0] == "1" and {"1", "2"} == set(versions)
-        assert all(version == "2" for at, _, version, _ in clients.answers if at > swapped + 0.05)
+        assert {version for sent, _, version, _ in clients.answers if sent < swapped} <= {"1", "2"}
+        assert clients.answers[0][2] == "1"
+        assert {version for sent, _, version, _ in clients.answers if sent > swapped} == {"2"}
         index = {(m["name"], m["version"]): m["state"] for m in control(server, "index").json()}
         assert index == {("mnist-cnn", "1"): "READY", ("mnist-cnn", "2"): "READY"}
 

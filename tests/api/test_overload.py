@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.load import run_load
-from tests.conftest import missing, repository_of, rss_bytes, start_server
+from tests.conftest import HealthProbe, missing, repository_of, rss_bytes, start_server
 
 # Long, distinct sentences: each text is one row, and rows of this length take a while to run.
 LONG = "The plot wanders between long scenes of dinner and silence, and the actors seem unsure why they are there; "
@@ -136,3 +136,42 @@ def test_uploads_past_the_decode_backlog_are_turned_away_at_once(api_repository,
         assert all(a.json()["label"] == "7" for a in answers if a.status_code == 200)
         turned_away = [a for a in answers if a.status_code == 503]
         assert all(a.json()["error"]["code"] == "overloaded" and a.headers["retry-after"] == "1" for a in turned_away)
+
+
+HEALTH_PATHS = ("/health", "/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready")
+
+
+def test_under_a_flood_health_answers_within_a_second_and_no_connection_is_dropped(sentiment_repository, tmp_path):
+    """As a load balancer sees an overloaded replica: 400 connections posting eight texts each, far past
+    what the model can run, while health is probed on new connections every 100 ms."""
+    if shutil.which("wrk") is None:
+        missing("wrk is not installed (apt-get install wrk)")
+    with start_server(sentiment_repository, tmp_path / "log") as server:
+        body = [json.dumps({"texts": texts(8, "flood")}).encode()]
+        with HealthProbe(server.url, HEALTH_PATHS, every=0.1) as probe:
+            flood = run_load(server.url + "/sentiment", body, "application/json", 400, 10, expect='"results"', timeout_s=30)
+        print(f"\nflood: {flood.requests} requests, statuses {flood.statuses}, socket errors {flood.socket_errors}; "
+              f"health p50 {probe.percentile(0.5) * 1000:.0f} ms, p99 {probe.percentile(0.99) * 1000:.0f} ms, "
+              f"max {max(probe.latencies) * 1000:.0f} ms over {len(probe.latencies)} probes")
+        assert flood.statuses.get("503", 0) > 0, "not overloaded"
+        assert set(flood.statuses) <= {"200", "503"} and flood.socket_errors == 0 and flood.wrong_answers == 0
+        assert probe.errors == 0 and set(probe.statuses) == {200}
+        assert probe.percentile(0.99) < 1.0
+
+
+def test_a_connection_told_to_retry_later_is_not_read_again_before_then(sentiment_repository, tmp_path):
+    """Retry-After: 1 is held to on the connection: its next request is read a second later."""
+    with start_server(sentiment_repository, tmp_path / "log", "--max-queue-rows", "1") as server:
+        with server.client() as client:
+            refused = client.post("/sentiment", json={"texts": ["Two rows", "never fit a queue of one."]})
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            started = time.monotonic()
+            assert client.get("/health/live").status_code == 200
+            waited = time.monotonic() - started
+        assert 0.8 < waited < 3, waited
+        # Other connections are read at once meanwhile.
+        with server.client() as client:
+            client.post("/sentiment", json={"texts": ["Two rows", "never fit a queue of one."]})
+        started = time.monotonic()
+        assert httpx.get(server.url + "/health/live").status_code == 200
+        assert time.monotonic() - started < 0.5

@@ -26,6 +26,7 @@ from models.lstm import mean_smape, predict, smape, tail_inputs
 from models.series_data import FREQUENCY_NAMES, PERIODS, TEST_HORIZON, TOURISM_HORIZON, Series, provenance, tourism
 from models.training import progress
 from service.manifest import (
+    ServingDefaults,
     DataProvenance,
     ForecastPreprocessing,
     HeldOutMetrics,
@@ -35,8 +36,12 @@ from service.manifest import (
     sha256_of,
 )
 from service.preprocessing.series import CONTEXT_FEATURES, INTERVAL_LEVELS, MIN_HISTORY, SCALING, STEP_FEATURES, theta_changes
-from service.batch_policy import DEFAULT_BATCHING
+from service.batch_policy import BatchPolicy
 from service.tasks.forecast import ForecastRequest, ForecastResponse, ForecastTask
+
+# How the service serves it by default (the manifest's serving section). The batch size is the one the
+# raw limits of `make bench` chose on a 2-core CPU (bench/README.md, "Batch sizes").
+SERVING = ServingDefaults(route="/predict-sequence", batching=BatchPolicy(max_batch_size=64))
 
 NAME, VERSION = "forecast-lstm", "1"
 HORIZON_MAX = 24
@@ -283,7 +288,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
         fp32_metrics=served,
         guard=Guard("smape", higher_is_better=False, relative=0.02),
         held_out=[test_feeds],
-        bench_feeds={name: array[: DEFAULT_BATCHING[NAME].max_batch_size] for name, array in test_feeds.items()},
+        bench_feeds={name: array[: SERVING.batching.max_batch_size] for name, array in test_feeds.items()},
         classifier=False,
     )
 
@@ -296,6 +301,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
         name=NAME,
         version=VERSION,
         task="sequence-forecast",
+        serving=SERVING,
         description=(
             f"Global LSTM forecaster (one network for all series): an LSTM ({hp['hidden']} units) over the last "
             f"{hp['window']} log-scaled, deseasonalised steps plus the period, a dense head and a linear skip emit "

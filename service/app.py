@@ -23,9 +23,11 @@ from service.cancellation import CancelOnDisconnect
 from service.compute_budget import ComputeBudget, set_compute_priority
 from service.cpus import physical_cores
 from service.dataplane import DataPlane
+from service.endpoints import endpoint_table
 from service.errors import install_error_handlers
 from service.logs import RequestContext
 from service.metrics import Metrics, RequestMetrics
+from service.openapi import install_openapi
 from service.registry import ModelRegistry
 from service.routes import demo, health, typed, v2
 from service.runtime import plan_providers
@@ -85,6 +87,7 @@ def create_app(settings: Settings) -> ServiceApp:
         plan = plan_providers(settings)  # providers=cuda without CUDA fails start-up here
         log.info("execution providers: %s (%s)", [name for name, _ in plan.providers], plan.note)
         registry = app.state.registry = ModelRegistry(settings, plan, physical_cores())
+        app.state.endpoints = endpoint_table(registry, settings.routes)
         # inference_workers runs of every core's worth of threads at once: as many single-threaded runs.
         budget = ComputeBudget(settings.inference_workers * registry.cpus)
         run_pool = ThreadPoolExecutor(
@@ -93,7 +96,6 @@ def create_app(settings: Settings) -> ServiceApp:
         )
         decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         app.state.dataplane = DataPlane(registry, settings, run_pool, decode_pool, metrics, budget)
-        app.state.control_lock = asyncio.Lock()  # one model-control operation at a time
         app.state.draining = False  # set on SIGTERM (service/__main__.py): readiness answers 503 from then on
         # Load in the background: the server answers /health (503 "loading") while models warm up.
         loading = asyncio.create_task(asyncio.to_thread(load_models, registry))
@@ -123,7 +125,7 @@ def create_app(settings: Settings) -> ServiceApp:
     metrics = app.state.metrics = Metrics()
     app.state.input_limits = settings.input_limits()
     install_error_handlers(app)
-    app.include_router(typed.router)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(v2.router)
     app.include_router(demo.router)
@@ -143,7 +145,7 @@ def create_app(settings: Settings) -> ServiceApp:
 
     # Middleware, innermost first: body limit -> disconnects -> keys -> metrics -> CORS -> request id, around the
     # lean task routes and the FastAPI app alike (pure ASGI classes: no layer of FastAPI's own per request).
-    entry = HeadAsGet(typed.TaskRoutes(app, typed.TASK_ROUTES))
+    entry = HeadAsGet(typed.TaskRoutes(app))
     entry = BodySizeLimit(entry, max_bytes=int(settings.max_request_mb * 1024 * 1024))
     entry = CancelOnDisconnect(entry)
     entry = ApiKeys(

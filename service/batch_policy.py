@@ -1,4 +1,4 @@
-"""Dynamic batching policy per model, and the defaults chosen by measurement."""
+"""Dynamic batching policy of a model: its manifest's default (chosen by measurement at export), or the settings'."""
 
 from __future__ import annotations
 
@@ -14,12 +14,3 @@ class BatchPolicy(BaseModel):
     max_queue_delay_ms: float = Field(
         0.0, ge=0, le=1000, description="how long a loaded model may wait for a fuller batch (an idle one never waits)"
     )
-
-
-# From the raw limits of `make bench` on a 2-core CPU (bench/README.md, "Batch sizes").
-DEFAULT_BATCHING = {
-    "mnist-cnn": BatchPolicy(max_batch_size=32),
-    "forecast-lstm": BatchPolicy(max_batch_size=64),
-    "sentiment-transformer": BatchPolicy(max_batch_size=16),
-}
-FALLBACK_BATCHING = BatchPolicy(max_batch_size=16)

@@ -22,7 +22,6 @@ from service.compute_budget import ComputeBudget
 from service.errors import DeadlineExceeded, InvalidInput, Overloaded, ServiceError
 from service.faults import FaultInjector
 from service.metrics import Metrics
-from service.protocol.v2 import DATATYPES
 from service.registry import ModelEntry, ModelRegistry
 from service.settings import Settings
 
@@ -59,6 +58,9 @@ class ModelStats:
 
 
 class DataPlane:
+    """Every inference request, whatever its protocol: admit -> decode -> batch -> run -> encode, within its
+    deadline, counted per model version. It owns one batcher per loaded session."""
+
     def __init__(
         self,
         registry: ModelRegistry,
@@ -76,97 +78,118 @@ class DataPlane:
         self.budget = budget  # compute threads for all models' session runs
         self.faults = FaultInjector.from_environment()
         self._decoding = 0  # requests decoding or waiting for a decode thread
-        self._batchers: weakref.WeakSet[DynamicBatcher] = weakref.WeakSet()  # to stop them on shutdown
+        # (name, version) -> the entry whose session the batcher runs, and the batcher; a reloaded version is
+        # a new entry and gets a new batcher.
+        self._batchers: dict[tuple[str, str], tuple[ModelEntry, DynamicBatcher]] = {}
+        self._every_batcher: weakref.WeakSet[DynamicBatcher] = weakref.WeakSet()  # retired ones too, to stop
         self.stats: dict[tuple[str, str], ModelStats] = {}
+        registry.retire_listeners.append(self.retire)
 
     def batcher(self, entry: ModelEntry) -> DynamicBatcher:
-        """The entry's batcher: one per loaded session, so a reloaded model gets a fresh one."""
+        """The entry's batcher: one per loaded session, made on first use."""
         key = (entry.name, entry.version)
-        batcher = entry.batcher
-        if batcher is None:
-            model, task = entry.model, entry.task
-            policy = entry.policy or self.settings.batch_policy(entry.name)
-            stats = self.stats.setdefault(key, ModelStats())
-            labels = (entry.name, entry.version, entry.variant or "fp32")
-
-            m = self.metrics
-            runs, rows, sizes, queued, computed = (
-                m.child(metric, *labels)
-                for metric in (m.exec_count, m.inference_count, m.batch_size, m.queue_seconds, m.compute_seconds)
-            )
-
-            def on_batch(batch: BatchStats) -> None:
-                stats.record_batch(batch)
-                runs.inc()
-                rows.inc(batch.rows)
-                sizes.observe(batch.rows)
-                queued.observe(batch.queue_s)
-                computed.observe(batch.compute_s)
-
-            def run(rows):
-                self.faults.check(entry.name, "run")
-                return model.run(task.collate(rows))
-
-            solo = entry.solo_model
-
-            def run_alone(rows):
-                self.faults.check(entry.name, "run")
-                return solo.run(task.collate(rows))
-
-            batcher = entry.batcher = DynamicBatcher(
-                f"{entry.name}/{entry.version}",
-                run,
-                executor=self.run_pool,
-                budget=self.budget,
-                threads_per_run=model.threads,
-                run_alone=(run_alone, solo.threads) if solo is not None else None,
-                max_batch_size=policy.max_batch_size,
-                max_queue_delay_ms=policy.max_queue_delay_ms,
-                max_queue_rows=self.settings.max_queue_rows,
-                row_length=task.row_length,
-                on_batch=on_batch,
-            )
-            self._batchers.add(batcher)
+        found = self._batchers.get(key)
+        if found is not None and found[0] is entry:
+            return found[1]
+        batcher = self._batcher_for(entry)
+        self._batchers[key] = (entry, batcher)
+        self._every_batcher.add(batcher)
         return batcher
 
-    @staticmethod
-    def retire(entries: list[ModelEntry]) -> None:
+    def _batcher_for(self, entry: ModelEntry) -> DynamicBatcher:
+        model, task, policy = entry.model, entry.task, entry.policy
+        stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
+        labels = (entry.name, entry.version, entry.variant or "fp32")
+
+        m = self.metrics
+        runs, rows, sizes, queued, computed = (
+            m.child(metric, *labels)
+            for metric in (m.exec_count, m.inference_count, m.batch_size, m.queue_seconds, m.compute_seconds)
+        )
+
+        def on_batch(batch: BatchStats) -> None:
+            stats.record_batch(batch)
+            runs.inc()
+            rows.inc(batch.rows)
+            sizes.observe(batch.rows)
+            queued.observe(batch.queue_s)
+            computed.observe(batch.compute_s)
+
+        def run(rows):
+            self.faults.check(entry.name, "run")
+            return model.run(task.collate(rows))
+
+        solo = entry.solo_model
+
+        def run_alone(rows):
+            self.faults.check(entry.name, "run")
+            return solo.run(task.collate(rows))
+
+        return DynamicBatcher(
+            f"{entry.name}/{entry.version}",
+            run,
+            executor=self.run_pool,
+            budget=self.budget,
+            threads_per_run=model.threads,
+            run_alone=(run_alone, solo.threads) if solo is not None else None,
+            max_batch_size=policy.max_batch_size,
+            max_queue_delay_ms=policy.max_queue_delay_ms,
+            max_queue_rows=self.settings.max_queue_rows,
+            row_length=task.row_length,
+            on_batch=on_batch,
+        )
+
+    def queued_rows(self, entry: ModelEntry) -> int:
+        found = self._batchers.get((entry.name, entry.version))
+        return found[1].queued_rows if found is not None and found[0] is entry else 0
+
+    def retire(self, entries: list[ModelEntry]) -> None:
         """Replaced or unloaded versions: their queued requests finish on the old session, then it is let go."""
         for entry in entries:
-            if entry.batcher is not None:
-                entry.batcher.retire()
+            key = (entry.name, entry.version)
+            found = self._batchers.get(key)
+            if found is not None and found[0] is entry:
+                del self._batchers[key]
+                found[1].retire()
 
-    async def infer(self, model: str, request: BaseModel, version: str | None = None) -> BaseModel:
-        """A task request for a model -> its task response; ServiceErrors carry their status."""
-        entry = self.registry.get(model, version)
-
-        async def run() -> BaseModel:
-            batcher = self.batcher(entry)
-            batcher.admit()  # a full queue answers before any decoding is spent on the request
-            decoded = await self.decode(entry, request)
-            outputs = await batcher.submit(decoded.rows)
-            self.faults.check(entry.name, "encode")
-            return entry.task.encode(outputs, decoded, entry.name, entry.version)
-
-        return await self._accounted(entry, run())
+    async def infer(self, entry: ModelEntry, request: BaseModel) -> BaseModel:
+        """A validated task request for a model version -> its task response; ServiceErrors carry their status."""
+        task = entry.task
+        return await self._serve(
+            entry,
+            decode=lambda: self.decode(entry, request),
+            encode=lambda outputs, decoded: task.encode(outputs, decoded, entry.name, entry.version),
+        )
 
     async def infer_tensors(
-        self, model: str, version: str | None, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
-    ) -> tuple[ModelEntry, dict[str, np.ndarray]]:
-        """Named input tensors (the Open Inference Protocol view) -> the entry that ran and its output tensors."""
-        entry = self.registry.get(model, version)
+        self, entry: ModelEntry, inputs: dict[str, np.ndarray], parameters: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """Named input tensors (the Open Inference Protocol view, already checked against the task's
+        declarations) -> the output tensors."""
         task = entry.task
 
-        async def run() -> dict[str, np.ndarray]:
-            check_tensors(task, inputs)
+        async def decode():
             decoded = task.decode_tensors(inputs, parameters)
             if not decoded.rows:
                 raise InvalidInput("the batch dimension is 0: nothing to infer")
             entry.model.check(task.collate(decoded.rows))
-            outputs = await self.batcher(entry).submit(decoded.rows)
-            return task.encode_tensors(outputs, decoded)
+            return decoded
 
-        return entry, await self._accounted(entry, run())
+        return await self._serve(entry, decode=decode, encode=lambda outputs, decoded: task.encode_tensors(outputs, decoded))
+
+    async def _serve(self, entry: ModelEntry, decode, encode):
+        """The one sequence of every request: admit (a full queue answers before any decoding is spent on
+        the request), decode, wait for the batch's run, encode; within the deadline, counted."""
+
+        async def run():
+            batcher = self.batcher(entry)
+            batcher.admit()
+            decoded = await decode()
+            outputs = await batcher.submit(decoded.rows)
+            self.faults.check(entry.name, "encode")
+            return encode(outputs, decoded)
+
+        return await self._accounted(entry, run())
 
     async def _accounted(self, entry: ModelEntry, work):
         """Run one request's work within its deadline, counting its success or failure."""
@@ -212,29 +235,16 @@ class DataPlane:
         return decoded
 
     def summary(self, entry: ModelEntry) -> dict[str, Any]:
-        policy = entry.policy or self.settings.batch_policy(entry.name)
+        policy = entry.policy
         stats = self.stats.get((entry.name, entry.version), ModelStats())
         return {
             "max_batch_size": policy.max_batch_size,
             "threads_per_run": entry.model.threads if entry.model else None,
             "max_queue_delay_ms": policy.max_queue_delay_ms,
-            "queued_rows": entry.batcher.queued_rows if entry.batcher else 0,
+            "queued_rows": self.queued_rows(entry),
             **stats.summary(),
         }
 
     async def close(self) -> None:
-        for batcher in list(self._batchers):
+        for batcher in list(self._every_batcher):
             await batcher.stop()
-
-
-def check_tensors(task, inputs: dict[str, np.ndarray]) -> None:
-    """Names, datatypes and shapes against the task's declared V2 inputs (-1 matches any size)."""
-    declared = {t.name: t for t in task.tensor_inputs}
-    if set(inputs) != set(declared):
-        raise InvalidInput(f"inputs {sorted(inputs)} do not match the model's {sorted(declared)}")
-    for name, array in inputs.items():
-        spec = declared[name]
-        if array.dtype != np.dtype(DATATYPES[spec.datatype]):
-            raise InvalidInput(f"input {name}: datatype must be {spec.datatype}")
-        if array.ndim != len(spec.shape) or any(d != -1 and d != s for d, s in zip(spec.shape, array.shape)):
-            raise InvalidInput(f"input {name}: shape {list(array.shape)} does not match {list(spec.shape)}")

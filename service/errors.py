@@ -17,10 +17,11 @@ class ServiceError(Exception):
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, headers: dict[str, str] | None = None, details: list[dict] | None = None):
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        self.details = details  # one entry per problem, for a request that failed validation
 
 
 class BadRequest(ServiceError):
@@ -29,6 +30,10 @@ class BadRequest(ServiceError):
 
 class ModelNotFound(ServiceError):
     status, code = 404, "model_not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status, code = 405, "method_not_allowed"
 
 
 class PayloadTooLarge(ServiceError):
@@ -41,6 +46,18 @@ class UnsupportedMediaType(ServiceError):
 
 class InvalidInput(ServiceError):
     status, code = 422, "invalid_input"
+
+    @classmethod
+    def from_errors(cls, errors: list[dict], where: tuple[str, ...] = ()) -> "InvalidInput":
+        """pydantic's validation errors (the first MAX_ITEM_PROBLEMS of them listed), located under `where`."""
+        details = [
+            {"loc": [*where, *(str(p) for p in e.get("loc", ()))], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in errors[:MAX_ITEM_PROBLEMS]
+        ]
+        summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details)
+        if len(errors) > MAX_ITEM_PROBLEMS:
+            summary += f"; and {len(errors) - MAX_ITEM_PROBLEMS:,} more problems"
+        return cls(summary, details=details)
 
 
 class ModelLoadFailed(ServiceError):
@@ -135,24 +152,14 @@ def error_response(exc: Exception, method: str, path: str):
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
 
+    if isinstance(exc, RequestValidationError):  # FastAPI's own, for the parameters of its routes
+        exc = InvalidInput.from_errors(exc.errors())
     if isinstance(exc, ServiceError):
         error_id = None
         if exc.status == 500:  # a fault of ours; 503 and 504 are load, counted by the metrics
             error_id = log_server_error(log, method, path, exc.status, exc.message)
-        body = error_body(exc.code, exc.message, error_id=error_id)
+        body = error_body(exc.code, exc.message, exc.details, error_id=error_id)
         return JSONResponse(body, status_code=exc.status, headers=exc.headers or None)
-    if isinstance(exc, RequestValidationError):
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(error_body("bad_request", "the request body is not valid JSON"), status_code=400)
-        details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in errors[:MAX_ITEM_PROBLEMS]
-        ]
-        summary = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details)
-        if len(errors) > MAX_ITEM_PROBLEMS:
-            summary += f"; and {len(errors) - MAX_ITEM_PROBLEMS:,} more problems"
-        return JSONResponse(error_body("invalid_input", summary, details), status_code=422)
     if isinstance(exc, HTTPException):
         codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
         code = codes.get(exc.status_code, "bad_request" if exc.status_code < 500 else "internal_error")

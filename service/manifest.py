@@ -12,12 +12,15 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.batch_policy import BatchPolicy
+
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
-SCHEMA_VERSION = 1
+# 2: the `serving` section (route and batching), so that the service holds no model's name.
+SCHEMA_VERSION = 2
 
-Task = Literal["image-classification", "sequence-forecast", "text-sentiment"]
 TensorType = Literal["float32", "float16", "int64", "int32"]
+ROUTE = r"^/[a-z0-9][a-z0-9\-]*(/[a-z0-9][a-z0-9\-]*)*$"
 
 
 class _Strict(BaseModel):
@@ -130,11 +133,21 @@ class VariantRecord(_Strict):
     rows_one_at_a_time: bool = False
 
 
+class ServingDefaults(_Strict):
+    """How the service serves the model unless its settings say otherwise (--routes, --batching)."""
+
+    route: Union[str, None] = Field(
+        None, pattern=ROUTE, description="the typed REST endpoint (POST), e.g. /sentiment; None: the Open Inference Protocol only"
+    )
+    batching: BatchPolicy
+
+
 class ModelManifest(_Strict):
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Literal[2] = SCHEMA_VERSION
     name: str
     version: str
-    task: Task
+    task: str  # the Task kind that serves it (service/tasks): image-classification, text-sentiment, ...
+    serving: ServingDefaults
     description: str
     model_file: str = MODEL_FILE
     sha256: str

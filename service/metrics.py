@@ -14,8 +14,6 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-# Typed routes serve one model each; V2 routes name theirs in the path.
-ROUTE_MODELS = {"/classify-image": "mnist-cnn", "/sentiment": "sentiment-transformer", "/predict-sequence": "forecast-lstm"}
 
 
 class Metrics:
@@ -99,7 +97,8 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            model = scope.get("path_params", {}).get("name") or ROUTE_MODELS.get(endpoint, "")
+            # A task endpoint serves one model (service/endpoints.py); a V2 route names its model in the path.
+            model = scope.get("path_params", {}).get("name") or getattr(route, "model", "")
             if model and not self.known_model(model):
                 model = UNKNOWN_MODEL
             method = scope.get("method", "")

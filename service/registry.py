@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
+import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Callable, Literal
 
 from service.errors import ModelLoadFailed, ModelNotFound, ModelNotReady
 from service.manifest import MANIFEST_FILE, ModelManifest, sha256_of
@@ -17,12 +19,6 @@ from service.tasks.base import Task
 
 log = logging.getLogger("service.registry")
 
-TASK_CLASSES = {
-    "image-classification": "service.tasks.image:ImageTask",
-    "sequence-forecast": "service.tasks.forecast:ForecastTask",
-    "text-sentiment": "service.tasks.sentiment:SentimentTask",
-}
-
 State = Literal["loading", "ready", "failed", "unloaded"]
 
 
@@ -30,13 +26,19 @@ class RepositoryError(RuntimeError):
     """The repository holds nothing that can be served."""
 
 
-def task_class(task: str) -> type[Task]:
-    """The Task subclass serving a manifest's task (imported on demand); checked against the contract."""
-    module, name = TASK_CLASSES[task].split(":")
-    cls = getattr(importlib.import_module(module), name)
-    if not (isinstance(cls, type) and issubclass(cls, Task) and cls.kind == task):
-        raise TypeError(f"{TASK_CLASSES[task]} does not implement the Task contract for {task!r}")
-    return cls
+def task_class(kind: str) -> type[Task]:
+    """The Task subclass serving a manifest's task kind: every module of service.tasks is imported once, and
+    each Task subclass registers its kind (service/tasks/base.py), so a new task is a new module, nothing else."""
+    found = Task.by_kind().get(kind)
+    if found is None:
+        import service.tasks
+
+        for module in pkgutil.iter_modules(service.tasks.__path__):
+            importlib.import_module(f"service.tasks.{module.name}")
+        found = Task.by_kind().get(kind)
+    if found is None:
+        raise ValueError(f"no task serves {kind!r} (known: {', '.join(sorted(Task.by_kind())) or 'none'})")
+    return found
 
 
 @dataclass
@@ -52,7 +54,6 @@ class ModelEntry:
     variant: str | None = None  # which model file is served (see ModelManifest.variants)
     policy: BatchPolicy | None = None  # batching as served
     solo_model: OnnxModel | None = None  # the same file on every core, for a lone row (variants that run rows one at a time)
-    batcher: Any = None  # the dataplane's DynamicBatcher for this loaded session, made on first use
 
     @property
     def ready(self) -> bool:
@@ -65,6 +66,9 @@ class ModelRegistry:
         self.plan = plan
         self.cpus = cpus
         self.entries: dict[tuple[str, str], ModelEntry] = {}
+        # Told of versions that stop serving (replaced or unloaded), e.g. to let their batchers finish.
+        self.retire_listeners: list[Callable[[list[ModelEntry]], None]] = []
+        self._control: asyncio.Lock | None = None  # one model-control operation at a time
         self.discover()
 
     def discover(self) -> None:
@@ -95,6 +99,28 @@ class ModelRegistry:
         return found
 
     # --- model control: load (or reload) and unload one model while the others serve ------------------
+
+    async def load_model(self, name: str) -> None:
+        """Load, or reload, a model: every version on disk is verified, opened and warmed up (in a thread)
+        beside what serves now, then swapped in at once; requests in flight finish on the old sessions.
+        If any version fails, nothing changes (ModelLoadFailed says why)."""
+        async with self._control_lock():
+            fresh = await asyncio.to_thread(self.prepare, name)
+            self._retire(self.install(name, fresh))
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving a model; queued requests finish first, new ones get 503 until it is loaded again."""
+        async with self._control_lock():
+            self._retire(self.unload(name))
+
+    def _control_lock(self) -> asyncio.Lock:
+        if self._control is None:
+            self._control = asyncio.Lock()
+        return self._control
+
+    def _retire(self, entries: list[ModelEntry]) -> None:
+        for listener in self.retire_listeners:
+            listener(entries)
 
     def prepare(self, name: str) -> list[ModelEntry]:
         """Read, verify, open and warm up every version of a model on disk, beside what serves now.
@@ -174,7 +200,7 @@ class ModelRegistry:
         one session call for many rows. On CPU such runs are single-threaded and run side by side, one per
         core (the compute budget allows it): intra-op threads on a one-row run spend their time
         synchronising (bench/README.md)."""
-        policy = self.settings.batch_policy(name)
+        policy = self.settings.batching.get(name) or manifest.serving.batching
         record = manifest.variant_record(variant)
         one_at_a_time = bool(record and record.rows_one_at_a_time)
         threads = self.settings.intra_op_threads or self.cpus

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.batch_policy import DEFAULT_BATCHING, FALLBACK_BATCHING, BatchPolicy
+from service.batch_policy import BatchPolicy
 from service.limits import DEFAULT_LIMITS, InputLimits
 
 ENV_PREFIX = "ORTSERVE_"
@@ -65,7 +65,12 @@ class Settings(BaseSettings):
     batching: dict[str, BatchPolicy] = Field(
         default_factory=dict,
         description='per-model batching as JSON, e.g. {"sentiment-transformer": {"max_batch_size": 32, "max_queue_delay_ms": 2}}; '
-        "models not named keep their defaults",
+        "models not named keep their manifest's (serving.batching)",
+    )
+    routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='typed REST routes as JSON {path: model}, e.g. {"/digits": "mnist-cnn"}, beside (or instead of, for '
+        "the same path) the route each manifest declares (serving.route)",
     )
     max_queue_rows: int = Field(1024, ge=1, description="rows that may wait per model; beyond, 503 with Retry-After")
     max_decode_backlog: int = Field(
@@ -134,5 +139,3 @@ class Settings(BaseSettings):
             decode_bytes=self.max_decode_mb * 1024 * 1024 // self.decode_workers,
         )
 
-    def batch_policy(self, model: str) -> BatchPolicy:
-        return self.batching.get(model) or DEFAULT_BATCHING.get(model, FALLBACK_BATCHING)

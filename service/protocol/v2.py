@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service.errors import BadRequest, InferenceFailed, ServiceError
+from service.errors import BadRequest, InferenceFailed, InvalidInput, ServiceError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Request parameters that belong to the protocol or to Triton, not to a model.
@@ -240,3 +240,21 @@ def encode_response(
     if not blobs:
         return header, {"content-type": "application/json"}
     return header + b"".join(blobs), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
+
+
+def check_tensors(declared_inputs, inputs: dict[str, np.ndarray]) -> None:
+    """Names, datatypes and shapes against a model's declared V2 inputs (-1 matches any size)."""
+    declared = {t.name: t for t in declared_inputs}
+    if set(inputs) != set(declared):
+        raise InvalidInput(f"inputs {sorted(inputs)} do not match the model's {sorted(declared)}")
+    for name, array in inputs.items():
+        spec = declared[name]
+        if array.dtype != np.dtype(DATATYPES[spec.datatype]):
+            raise InvalidInput(f"input {name}: datatype must be {spec.datatype}")
+        if array.ndim != len(spec.shape) or any(d != -1 and d != s for d, s in zip(spec.shape, array.shape)):
+            raise InvalidInput(f"input {name}: shape {list(array.shape)} does not match {list(spec.shape)}")
+
+
+def protocol_status(status: int) -> int:
+    """The protocol has no 415 or 422: whatever the client sent wrong is its 400."""
+    return 400 if status in (415, 422) else status

@@ -1,17 +1,18 @@
 """The Open Inference Protocol (KServe V2 / Triton HTTP/REST): parse, call the dataplane, return.
 
 Errors here take the protocol's shape, {"error": "message"}, with 400 for a bad request, 404 for an
-unknown model and 503 for one that is not ready.
+unknown model and 503 for one that is not ready: the routes raise ServiceErrors and V2Route renders them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
+from typing import Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from service.errors import BadRequest, ServiceError, log, log_server_error
@@ -19,18 +20,45 @@ from service.protocol.v2 import (
     HEADER_LENGTH,
     InferenceRequest,
     TensorMetadata,
+    check_tensors,
     encode_response,
     model_parameters,
     parse_request,
+    protocol_status,
 )
 from service.registry import ModelEntry
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 PLATFORM = "onnxruntime_onnx"
 
 
 class V2Error(BaseModel):
     error: str
+
+
+def v2_error(exc: ServiceError, method: str = "", path: str = "/v2") -> JSONResponse:
+    status = protocol_status(exc.status)
+    message = exc.message
+    if status == 500:
+        message += f" (error id {log_server_error(log, method, path, status, exc.message)})"
+    return JSONResponse({"error": message}, status_code=status, headers=exc.headers or None)
+
+
+class V2Route(APIRoute):
+    """Every ServiceError a V2 route raises leaves in the protocol's error shape."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServiceError as exc:
+                return v2_error(exc, request.method, request.url.path)
+
+        return answer
+
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
 
 
 def v2_errors(*statuses: int) -> dict:
@@ -44,15 +72,6 @@ def v2_errors(*statuses: int) -> dict:
         504: "no answer within the request deadline",
     }
     return {status: {"model": V2Error, "description": descriptions[status]} for status in statuses}
-
-
-def v2_error(exc: ServiceError, request: Request | None = None) -> JSONResponse:
-    status = 400 if exc.status in (415, 422) else exc.status
-    message = exc.message
-    if status == 500:
-        where = (request.method, request.url.path) if request is not None else ("", "/v2")
-        message += f" (error id {log_server_error(log, *where, status, exc.message)})"
-    return JSONResponse({"error": message}, status_code=status, headers=exc.headers or None)
 
 
 def _metadata(entry: ModelEntry, versions: list[str]) -> dict:
@@ -92,10 +111,7 @@ async def server_ready(request: Request):
 @router.get("/models/{name}/versions/{version}", responses=v2_errors(404, 503))
 async def model_metadata(request: Request, name: str, version: str | None = None):
     registry = request.app.state.registry
-    try:
-        entry = registry.get(name, version)
-    except ServiceError as exc:
-        return v2_error(exc)
+    entry = registry.get(name, version)
     return _metadata(entry, [e.version for e in registry.versions(name)])
 
 
@@ -105,10 +121,7 @@ MODEL_READY = {200: {"description": "ready (no body)"}, **v2_errors(404, 503)}
 @router.get("/models/{name}/ready", response_class=Response, responses=MODEL_READY)
 @router.get("/models/{name}/versions/{version}/ready", response_class=Response, responses=MODEL_READY)
 async def model_ready(request: Request, name: str, version: str | None = None):
-    try:
-        request.app.state.registry.get(name, version)
-    except ServiceError as exc:
-        return v2_error(exc)
+    request.app.state.registry.get(name, version)
     return Response(status_code=200)
 
 
@@ -147,14 +160,13 @@ INFER_RESPONSES = {
 @router.post("/models/{name}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
 @router.post("/models/{name}/versions/{version}/infer", responses=INFER_RESPONSES, openapi_extra=INFER_BODY)
 async def infer(request: Request, name: str, version: str | None = None):
-    try:
-        body = await request.body()
-        task = request.app.state.registry.get(name, version).task
-        parsed, inputs = parse_request(body, request.headers.get(HEADER_LENGTH), task.check_tensor_shape)
-        entry, outputs = await request.app.state.dataplane.infer_tensors(name, version, inputs, model_parameters(parsed))
-        content, headers = encode_response(entry.name, entry.version, parsed, outputs)
-    except ServiceError as exc:
-        return v2_error(exc, request)
+    body = await request.body()
+    entry = request.app.state.registry.get(name, version)
+    task = entry.task
+    parsed, inputs = parse_request(body, request.headers.get(HEADER_LENGTH), task.check_tensor_shape)
+    check_tensors(task.tensor_inputs, inputs)
+    outputs = await request.app.state.dataplane.infer_tensors(entry, inputs, model_parameters(parsed))
+    content, headers = encode_response(entry.name, entry.version, parsed, outputs)
     return Response(content=content, headers=headers, media_type=headers["content-type"])
 
 
@@ -171,7 +183,7 @@ async def repository_index(request: Request):
     try:
         ready_only = bool(json.loads(body).get("ready", False)) if body.strip() else False
     except (ValueError, AttributeError, RecursionError):  # RecursionError: nesting past Python's limit
-        return v2_error(BadRequest("the index request must be a JSON object such as {\"ready\": true}"))
+        raise BadRequest("the index request must be a JSON object such as {\"ready\": true}") from None
     entries = request.app.state.registry.entries.values()
     return [
         {"name": e.name, "version": e.version, "state": REPOSITORY_STATES[e.state], "reason": e.error or ""}
@@ -182,30 +194,18 @@ async def repository_index(request: Request):
 
 @router.post("/repository/models/{name}/load")
 async def repository_load(request: Request, name: str):
-    """Load, or reload, a model from the repository: every version on disk is verified, opened and warmed
-    up beside what serves now, then swapped in at once; requests in flight finish on the old sessions.
-    If any version fails, nothing changes and the answer says why."""
-    state = request.app.state
-    try:
-        checked_name(name)
-        async with state.control_lock:
-            fresh = await asyncio.to_thread(state.registry.prepare, name)
-            state.dataplane.retire(state.registry.install(name, fresh))
-    except ServiceError as exc:
-        return v2_error(exc, request)
+    """Load, or reload, a model from the repository (ModelRegistry.load_model); if any version fails,
+    nothing changes and the answer says why."""
+    checked_name(name)
+    await request.app.state.registry.load_model(name)
     return Response(status_code=200)
 
 
 @router.post("/repository/models/{name}/unload")
 async def repository_unload(request: Request, name: str):
     """Stop serving a model; queued requests finish first, new ones get 503 until it is loaded again."""
-    state = request.app.state
-    try:
-        checked_name(name)
-        async with state.control_lock:
-            state.dataplane.retire(state.registry.unload(name))
-    except ServiceError as exc:
-        return v2_error(exc, request)
+    checked_name(name)
+    await request.app.state.registry.unload_model(name)
     return Response(status_code=200)
 
 

@@ -23,6 +23,15 @@ class Decoded:
 
 
 @dataclass(frozen=True)
+class HttpBinding:
+    """How a task's request travels on its typed REST endpoint: the body's media type, and which fields of
+    the request model come from the query string instead (a multipart body's files arrive as bytes)."""
+
+    media_type: str = "application/json"  # or "multipart/form-data"
+    query: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TensorDeclaration:
     """A tensor of the Open Inference Protocol view of a task (-1 = any size)."""
 
@@ -40,6 +49,8 @@ class Task(ABC):
     tensor_outputs: ClassVar[tuple[TensorDeclaration, ...]]  # what V2 clients get back
     # Decode on the bounded decode pool (e.g. image decompression) instead of on the event loop.
     blocking_decode: ClassVar[bool] = False
+    http: ClassVar[HttpBinding] = HttpBinding()
+    summary: ClassVar[str] = ""  # one line for the endpoint's documentation
 
     def __init__(
         self, preprocessing: Any, labels: Sequence[str], version_dir: Path, *, limits: InputLimits = DEFAULT_LIMITS
@@ -49,6 +60,13 @@ class Task(ABC):
         self.preprocessing = preprocessing
         self.labels = list(labels)
         self.limits = limits
+
+    _by_kind: ClassVar[dict[str, type["Task"]]] = {}
+
+    @classmethod
+    def by_kind(cls) -> dict[str, type["Task"]]:
+        """Every Task subclass imported so far, by the manifest task it serves."""
+        return dict(Task._by_kind)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -62,6 +80,9 @@ class Task(ABC):
             declared = getattr(cls, attribute, None)
             if not declared or not all(isinstance(t, TensorDeclaration) for t in declared):
                 raise TypeError(f"{cls.__name__}.{attribute} must declare its tensors")
+        if cls.kind in Task._by_kind and Task._by_kind[cls.kind].__qualname__ != cls.__qualname__:
+            raise TypeError(f"{cls.__name__} and {Task._by_kind[cls.kind].__name__} both serve {cls.kind!r}")
+        Task._by_kind[cls.kind] = cls
 
     @abstractmethod
     def decode(self, request: BaseModel) -> Decoded:

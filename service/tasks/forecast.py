@@ -76,6 +76,7 @@ class ForecastResponse(BaseModel):
 
 class ForecastTask(Task):
     kind = "sequence-forecast"
+    summary = "Forecast the next values of a series, with prediction intervals"
     request_model = ForecastRequest
     response_model = ForecastResponse
     tensor_inputs = (

@@ -13,16 +13,16 @@ from service.errors import InvalidInput
 from service.manifest import ImagePreprocessing
 from service.preprocessing.image import BlankImage, digit_to_mnist, normalise
 from service.preprocessing.numeric import softmax
-from service.tasks.base import Decoded, Task, TensorDeclaration
+from service.tasks.base import Decoded, HttpBinding, Task, TensorDeclaration
 from service.tasks.image_decoding import grayscale_of, open_image
 
 class ImageRequest(BaseModel):
-    """One uploaded image (the multipart file's bytes) and how many labels to return."""
+    """One uploaded image (the multipart file's bytes, in field `file`) and how many labels to return."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    data: bytes
-    top_k: int = Field(3, ge=1, le=10)
+    data: bytes = Field(alias="file", description="PNG, JPEG, BMP, GIF, WebP or TIFF image of one digit")
+    top_k: int = Field(3, ge=1, le=10, description="how many labels to return")
 
 
 class LabelScore(BaseModel):
@@ -43,6 +43,8 @@ class ImageTask(Task):
     request_model = ImageRequest
     response_model = ImageClassification
     blocking_decode = True
+    http = HttpBinding("multipart/form-data", query=("top_k",))
+    summary = "Classify a digit in an uploaded image (multipart field `file`)"
     tensor_inputs = (
         TensorDeclaration("image", "FP32", (-1, 1, 28, 28), "pixel intensities in [0, 1], white digit on black (MNIST)"),
     )

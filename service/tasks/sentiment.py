@@ -105,6 +105,7 @@ class SentimentResponse(BaseModel):
 
 class SentimentTask(Task):
     kind = "text-sentiment"
+    summary = "Score the sentiment of one text or a list of texts"
     request_model = SentimentRequest
     response_model = SentimentResponse
     tensor_inputs = (TensorDeclaration("text", "BYTES", (-1,), "raw UTF-8 texts; the service tokenises"),)

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import MODEL_NAMES, start_server
+
+pytestmark = pytest.mark.slow  # a server of its own, fuzzed
 
 EXAMPLES_PER_OPERATION = 50
 
@@ -28,11 +30,6 @@ def fuzzed_server(api_repository, tmp_path_factory):
     """A server of its own: what the fuzzer sends never reaches the counters other tests read."""
     with start_server(api_repository, tmp_path_factory.mktemp("fuzz") / "server.log", "--max-request-mb", "2") as running:
         yield running
-
-
-def app_schema() -> dict:
-    """The schema as the app builds it (nothing starts: the lifespan runs only when served)."""
-    return create_app(Settings()).api.openapi()
 
 
 def with_known_names(document: dict) -> dict:
@@ -47,23 +44,47 @@ def with_known_names(document: dict) -> dict:
 
 
 KNOWN_PATH_VALUES = {"name": [*MODEL_NAMES, "no-such-model"], "version": ["1", "2"]}
-schema = schemathesis.openapi.from_dict(with_known_names(app_schema())).exclude(path_regex=r"^/v2/repository")
 
 
-def test_the_server_serves_the_schema_that_is_fuzzed(fuzzed_server):
+@pytest.fixture(scope="module")
+def served_schema(fuzzed_server):
+    """The schema as the running server serves it: the task endpoints come from its model repository."""
     with fuzzed_server.client() as client:
-        assert client.get("/openapi.json").json() == app_schema()
+        document = client.get("/openapi.json").json()
+    assert {"/classify-image", "/sentiment", "/predict-sequence"} <= set(document["paths"])
+    return schemathesis.openapi.from_dict(with_known_names(document)).exclude(path_regex=r"^/v2/repository")
 
 
-@schema.parametrize()
-@settings(
-    max_examples=EXAMPLES_PER_OPERATION,
-    derandomize=True,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate],  # a failure is reported as found; shrinking would only cost time
-    suppress_health_check=list(HealthCheck),
-)
-def test_api(case, fuzzed_server):
-    case.call_and_validate(
-        base_url=fuzzed_server.url, timeout=60, checks=[not_a_server_error, response_schema_conformance]
-    )
+def test_every_operation_against_its_schema(served_schema, fuzzed_server):
+    """Each operation, valid and invalid requests (the schema is the served one, so this test generates its
+    cases itself rather than through schemathesis' pytest collection, which needs the schema at import)."""
+    failures, calls = [], []
+    for result in served_schema.get_all_operations():
+        operation = result.ok()
+        for mode in GenerationMode:
+
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(
+                max_examples=EXAMPLES_PER_OPERATION // 2,
+                derandomize=True,
+                deadline=None,
+                database=None,
+                phases=[Phase.explicit, Phase.generate],  # a failure is reported as found; shrinking would only cost time
+                suppress_health_check=list(HealthCheck),
+            )
+            def fuzz(case):
+                calls.append(operation.label)
+                case.call_and_validate(
+                    base_url=fuzzed_server.url, timeout=60, checks=[not_a_server_error, response_schema_conformance]
+                )
+
+            try:
+                fuzz()
+            except Unsatisfiable:  # an operation that takes nothing has no invalid request to make
+                assert mode is GenerationMode.NEGATIVE, operation.label
+            except Exception as exc:  # noqa: BLE001 - every operation is fuzzed; all failures are reported
+                failures.append(f"{operation.label} ({mode.value}): {str(exc)[:2000]}")
+    assert not failures, "\n\n".join(failures)
+    fuzzed = {label for label in calls}
+    assert {"POST /sentiment", "POST /classify-image", "POST /predict-sequence"} <= fuzzed, fuzzed
+    assert len(calls) >= 10 * len(fuzzed), len(calls)

@@ -6,11 +6,12 @@ REPOSITORY ?= model_repository
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup models serve test readme bench bench-quick audit clean help
+.PHONY: setup models serve test test-fast readme bench bench-quick audit clean help
 
 help:
 	@echo "make serve   set up, build the models if missing or changed, serve on $(HOST):$(PORT)"
 	@echo "make test    set up, build the models if missing or changed, run the test suite"
+	@echo "make test-fast  the same without the slow tests (own servers, builds, floods, fuzzing, browser): for every change"
 	@echo "make bench   the service vs the raw in-process limit vs a naive server (needs wrk), about 8 minutes"
 	@echo "make setup [ORT=cpu|gpu] | make models | make readme | make clean"
 
@@ -44,6 +45,11 @@ serve: models
 
 test: models
 	ORTSERVE_MODEL_REPOSITORY=$(abspath $(REPOSITORY)) $(BIN)/python -m pytest
+
+# The loop to run on every change: unit tests and the API tests that share one server (no builds, floods,
+# fuzzing or browser); `make test` runs everything.
+test-fast: models
+	ORTSERVE_MODEL_REPOSITORY=$(abspath $(REPOSITORY)) $(BIN)/python -m pytest -m "not slow"
 
 bench: models
 	$(BIN)/python -m bench --repository $(REPOSITORY)

@@ -125,8 +125,10 @@ class RunningServer:
 def start_server(repository: Path, log: Path, *args: str, wait_ready: bool = True, env: dict | None = None):
     """`python -m service` on a free loopback port; waits for /health 200 unless told not to."""
     port = free_port()
+    # Stopped at the end of a test, a server need not stay reachable-but-unready first (--unready-s).
+    quick_stop = () if "--unready-s" in args else ("--unready-s", "0")
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-               "--model-repository", str(repository), *args]
+               "--model-repository", str(repository), *quick_stop, *args]
     with log.open("w") as sink:
         process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     server = RunningServer(process, f"http://127.0.0.1:{port}", log)

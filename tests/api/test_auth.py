@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import ROOT, repository_of, start_server
 
+pytestmark = pytest.mark.slow  # servers of its own, with keys
+
 INFERENCE_KEY = "inference-key-0123456789"
 ADMIN_KEY = "admin-key-9876543210"
 ORIGIN = "https://demo.example.org"

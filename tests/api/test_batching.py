@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import start_server
 
+pytestmark = pytest.mark.slow  # a server of its own, batching set
+
 SHORT = ["Great.", "Awful!", "Fine, I guess.", "Not bad at all.", "Meh."]
 LONG = [
     "I wanted to love this place, the reviews were glowing and the room was lovely, but the staff ignored us "

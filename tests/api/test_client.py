@@ -193,6 +193,7 @@ def test_health_json_is_the_servers_answer(server, client):
     assert json_lines(result.stdout) == [client.get("/health").json()]
 
 
+@pytest.mark.slow
 def test_a_degraded_server_is_shown_and_exits_non_zero(api_repository, tmp_path):
     repository = tmp_path / "repository"
     shutil.copytree(api_repository / "forecast-lstm", repository / "forecast-lstm")
@@ -211,6 +212,7 @@ def test_a_degraded_server_is_shown_and_exits_non_zero(api_repository, tmp_path)
         assert refused.returncode == SERVER_ERROR and "(503 model_not_ready)" in refused.stderr
 
 
+@pytest.mark.slow
 def test_api_key_from_the_environment_or_the_flag(api_repository, tmp_path):
     with start_server(api_repository, tmp_path / "log", env={"ORTSERVE_API_KEYS": '["client-test-key"]'}) as keyed:
         missing_key = run_client("classify", str(DIGIT_7), url=keyed.url)

@@ -22,6 +22,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from service.routes.demo import SECURITY_HEADERS
 from tests.conftest import ROOT, missing, start_server
 
+pytestmark = pytest.mark.slow  # a browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 FLAGS = (

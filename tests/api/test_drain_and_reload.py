@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import ROOT, repository_of, start_server
 
+pytestmark = pytest.mark.slow  # servers of its own, signalled and reloaded
+
 ADMIN_KEY = "reload-admin-key"
 POSITIVE, NEGATIVE = "A wonderful, moving film.", "Dull, joyless and far too long."
 

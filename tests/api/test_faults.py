@@ -15,6 +15,8 @@ import pytest
 from service.faults import FAULTS_ENV
 from tests.conftest import ROOT, repository_of, start_server
 
+pytestmark = pytest.mark.slow  # servers of its own, with faults injected
+
 ZERO_DIGIT = {"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}]}
 
 

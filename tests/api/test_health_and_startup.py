@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from service.app import HOLD_LOADING_ENV
 from tests.conftest import ROOT, start_server, wait_for_health, wait_for_loading_to_end
@@ -14,6 +15,7 @@ from tests.conftest import ROOT, start_server, wait_for_health, wait_for_loading
 MODELS = {"mnist-cnn", "forecast-lstm", "sentiment-transformer"}
 
 
+@pytest.mark.slow
 def test_health_goes_from_503_loading_to_200(api_repository, tmp_path):
     gate = tmp_path / "go"
     with start_server(api_repository, tmp_path / "log", wait_ready=False, env={HOLD_LOADING_ENV: str(gate)}) as server:
@@ -53,6 +55,7 @@ def test_models_lists_manifests(client):
         assert manifest["sha256"] and manifest["metrics"]["model"] and manifest["data"]["packages"]
 
 
+@pytest.mark.slow
 def test_corrupted_model_is_refused_and_the_rest_serve(api_repository, tmp_path):
     repository = tmp_path / "repository"
     shutil.copytree(api_repository, repository)
@@ -74,6 +77,7 @@ def test_corrupted_model_is_refused_and_the_rest_serve(api_repository, tmp_path)
             assert client.post("/sentiment", json={"text": "A lovely, warm film."}).status_code == 200
 
 
+@pytest.mark.slow
 def test_cuda_on_a_cpu_only_install_fails_start_up(api_repository):
     result = subprocess.run(
         [sys.executable, "-m", "service", "--port", "0", "--providers", "cuda", "--model-repository", str(api_repository)],
@@ -83,6 +87,7 @@ def test_cuda_on_a_cpu_only_install_fails_start_up(api_repository):
     assert "providers=cuda was requested" in result.stderr and "onnxruntime-gpu" in result.stderr
 
 
+@pytest.mark.slow
 def test_missing_repository_fails_start_up(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "service", "--port", "0", "--model-repository", str(tmp_path / "none")],
@@ -103,6 +108,7 @@ def test_docs_work_offline(client):
     assert {"/classify-image", "/sentiment", "/predict-sequence", "/health", "/models"} <= set(schema["paths"])
 
 
+@pytest.mark.slow
 def test_help_lists_flags_and_environment(tmp_path):
     result = subprocess.run([sys.executable, "-m", "service", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0

@@ -171,6 +171,7 @@ def read_until_closed(sock: socket.socket) -> bytes:
     return received
 
 
+@pytest.mark.slow
 def test_a_silent_connection_is_closed_after_the_idle_timeout(strict_server):
     with connect(strict_server) as sock:
         started = time.monotonic()
@@ -178,6 +179,7 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout(strict_server):
         assert 0.8 < time.monotonic() - started < 3
 
 
+@pytest.mark.slow
 def test_a_head_trickled_a_byte_at_a_time_is_answered_408(strict_server):
     request = b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-slow: " + b"a" * 100
     with connect(strict_server) as sock:
@@ -194,6 +196,7 @@ def test_a_head_trickled_a_byte_at_a_time_is_answered_408(strict_server):
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_a_trickled_body_is_answered_408_and_nothing_is_inferred(strict_server):
     body = json.dumps({"text": "a slow and careful review"}).encode()
     with connect(strict_server) as sock:
@@ -213,6 +216,7 @@ def test_a_trickled_body_is_answered_408_and_nothing_is_inferred(strict_server):
     assert "Traceback" not in strict_server.output()
 
 
+@pytest.mark.slow
 def test_connections_beyond_the_cap_are_answered_503_at_once(strict_server):
     held = [connect(strict_server) for _ in range(8)]
     try:
@@ -229,6 +233,7 @@ def test_connections_beyond_the_cap_are_answered_503_at_once(strict_server):
     assert httpx.get(strict_server.url + "/health/live").status_code == 200
 
 
+@pytest.mark.slow
 def test_deeply_nested_json_to_model_control_is_a_400(strict_server):
     response = httpx.post(strict_server.url + "/v2/repository/index", content=b"[" * 100_000 + b"]" * 100_000,
                           headers={"authorization": f"Bearer {ADMIN_KEY}", "content-type": "application/json"})

@@ -471,6 +471,7 @@ def test_server_still_answers_normally_afterwards(server):
         assert client.get("/health").status_code == 200
 
 
+@pytest.mark.slow
 def test_limits_follow_the_settings(api_repository, tmp_path):
     """Every input limit is a setting: lowered by flags and by environment variables, each is enforced."""
     log = tmp_path / "server.log"

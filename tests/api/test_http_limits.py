@@ -12,6 +12,8 @@ import pytest
 
 from tests.conftest import repository_of, rss_bytes, start_server
 
+pytestmark = pytest.mark.slow  # a server of its own
+
 
 @pytest.fixture(scope="module")
 def sentiment_server(api_repository, tmp_path_factory):

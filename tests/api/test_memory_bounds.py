@@ -24,7 +24,7 @@ AT_ONCE = 16
 GIB = 1024**3
 SIDE = int(DEFAULT_LIMITS.image_pixels**0.5)  # the largest square image the default limit accepts
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")]  # a server of its own and bursts of the largest inputs
 
 
 def memory_kib(pid: int, field: str) -> int:

@@ -19,6 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.load import run_load
 from tests.conftest import HealthProbe, missing, repository_of, rss_bytes, start_server
 
+pytestmark = pytest.mark.slow  # floods and servers of its own
+
 # Long, distinct sentences: each text is one row, and rows of this length take a while to run.
 LONG = "The plot wanders between long scenes of dinner and silence, and the actors seem unsure why they are there; "
 

@@ -128,6 +128,7 @@ def test_gpu_check_refuses_a_service_on_the_cpu(gpu_check, server):
         assert name in str(failure.value)
 
 
+@pytest.mark.slow
 def test_gpu_check_accuracy_path_on_the_cpu_service(gpu_check, server):
     """The held-out digits through /classify-image reproduce what the build recorded (here on the CPU)."""
     accuracy, expected, count = gpu_check.check_digit_accuracy(server.url)

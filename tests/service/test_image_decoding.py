@@ -107,6 +107,7 @@ def worst_images(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
 @pytest.mark.parametrize("name", [case[0] for case in WORST_ACCEPTED])
 def test_the_estimate_bounds_the_real_decode_of_the_largest_accepted_images(worst_images, name):

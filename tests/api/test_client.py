@@ -270,3 +270,18 @@ def test_bad_usage_exits_2(args):
     result = run_client(*args)
     assert result.returncode == USAGE
     assert result.stdout == "" and "error" in result.stderr
+
+
+def test_the_client_imports_nothing_of_the_service():
+    """Standard library only: the client runs where the server's dependencies are not installed."""
+    import ast
+    import sys as system
+
+    for path in (ROOT / "service" / "client").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                assert top in system.stdlib_module_names or name.startswith("service.client") or top == "__future__", (path, name)

@@ -1,4 +1,4 @@
-"""ortserve: a command line client for a running server (python -m service.client --help).
+"""ortserve: a command line client for a running server (`ortserve --help`, or python -m service.client --help).
 
 Standard library only, so that it adds nothing to the service's dependencies and runs anywhere
 Python does. Exit codes: 0 done, 1 the server answered an error (or /health is not ok), 2 bad usage
@@ -372,7 +372,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the broken pipe
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -76,6 +76,7 @@ class DynamicBatcher:
         max_queue_rows: int = 1024,
         row_length: Callable[[Any], int] = lambda row: 0,
         on_batch: Callable[[BatchStats], None] | None = None,
+        on_queue: Callable[[int], None] | None = None,
     ):
         self.name = name
         self.run = run
@@ -88,6 +89,7 @@ class DynamicBatcher:
         self.max_queue_rows = max_queue_rows
         self.row_length = row_length
         self.on_batch = on_batch
+        self.on_queue = on_queue or (lambda rows: None)  # told the rows waiting whenever that changes (a gauge)
         self._queue: deque[_Row] = deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
@@ -128,6 +130,7 @@ class DynamicBatcher:
         with self._lock:
             waiting = [item for batch in list(self._in_flight.values()) for item in batch] + list(self._queue)
             self._queue.clear()
+            self.on_queue(0)
         self._fail(waiting, InferenceFailed(f"{self.name} is shutting down"))
 
     def admit(self, rows: int = 1) -> None:
@@ -151,6 +154,7 @@ class DynamicBatcher:
         queued = [_Row(request, i, row, self.row_length(row), now) for i, row in enumerate(rows)]
         with self._lock:
             self._queue.extend(queued)
+            self.on_queue(len(self._queue))
         self._arrived.set()
         try:
             parts = await request.future
@@ -158,6 +162,7 @@ class DynamicBatcher:
             # The caller gave up (deadline, disconnect): its rows leave the queue and free their places.
             with self._lock:
                 self._queue = deque(item for item in self._queue if item.request is not request)
+                self.on_queue(len(self._queue))
             raise
         return [np.stack([part[k] for part in parts]) for k in range(len(parts[0]))]
 
@@ -256,6 +261,7 @@ class DynamicBatcher:
             batch = self._take(self._share(threads))
             if batch:
                 self._in_flight[id(batch)] = batch
+                self.on_queue(len(self._queue))
             return batch
 
     async def _wait_for_fuller_batch(self) -> None:

@@ -137,6 +137,7 @@ class DataPlane:
             max_queue_rows=self.settings.max_queue_rows,
             row_length=task.row_length,
             on_batch=on_batch,
+            on_queue=m.child(m.queued_rows, *labels).set,
         )
 
     def queued_rows(self, entry: ModelEntry) -> int:
@@ -195,6 +196,9 @@ class DataPlane:
         """Run one request's work within its deadline, counting its success or failure."""
         stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
         stats.requests += 1
+        labels = (entry.name, entry.version, entry.variant or "fp32")
+        inflight = self.metrics.child(self.metrics.inflight, *labels)
+        inflight.inc()
         timeout = self.settings.request_timeout_s
         try:
             try:
@@ -205,7 +209,9 @@ class DataPlane:
         except ServiceError as exc:
             self._failed(entry, stats, exc)
             raise
-        self.metrics.child(self.metrics.inference_success, entry.name, entry.version, entry.variant or "fp32").inc()
+        finally:
+            inflight.dec()
+        self.metrics.child(self.metrics.inference_success, *labels).inc()
         return result
 
     def _failed(self, entry: ModelEntry, stats: ModelStats, exc: ServiceError) -> None:

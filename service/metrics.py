@@ -40,6 +40,10 @@ class Metrics:
                                          model, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.ready = Gauge("ortserve_model_ready", "1 when the model version serves", [*model, "provider"],
                            registry=self.registry)
+        # Autoscaling signals (deploy/kubernetes: KEDA, or an HPA through prometheus-adapter).
+        self.queued_rows = Gauge("ortserve_queued_rows", "Rows waiting for a batch", model, registry=self.registry)
+        self.inflight = Gauge("ortserve_inflight_requests", "Inference requests admitted and not yet answered", model,
+                              registry=self.registry)
 
     def child(self, metric, *labels: str):
         """metric.labels(*labels), looked up once: prometheus_client takes a lock and builds a key per call."""

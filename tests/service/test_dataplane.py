@@ -129,3 +129,23 @@ def test_a_reloaded_version_gets_a_new_batcher_and_the_old_one_is_retired(reposi
         await served.close()
 
     run(scenario)
+
+
+def test_the_autoscaling_gauges_follow_the_queue_and_the_requests_in_flight(repository):
+    async def scenario():
+        served = Served(repository)
+        entry = served.registry.get("tiny-digits")
+        metrics = served.dataplane.metrics
+        labels = ("tiny-digits", "1", "fp32")
+        queued, inflight = metrics.child(metrics.queued_rows, *labels), metrics.child(metrics.inflight, *labels)
+        await served.budget.acquire(1)
+        waiting = [asyncio.ensure_future(served.dataplane.infer(entry, ImageRequest(data=DIGIT))) for _ in range(3)]
+        while served.dataplane.queued_rows(entry) < 3:
+            await asyncio.sleep(0.005)
+        assert queued._value.get() == 3 and inflight._value.get() == 3
+        served.budget.release(1)
+        await asyncio.gather(*waiting)
+        assert queued._value.get() == 0 and inflight._value.get() == 0
+        await served.close()
+
+    run(scenario)

@@ -30,6 +30,7 @@ from service.metrics import Metrics, RequestMetrics
 from service.openapi import install_openapi
 from service.registry import ModelRegistry
 from service.routes import demo, health, typed, v2
+from service.routes.grpc_v2 import start_grpc, stop_grpc
 from service.runtime import plan_providers
 from service.settings import Settings
 
@@ -97,6 +98,10 @@ def create_app(settings: Settings) -> ServiceApp:
         decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         app.state.dataplane = DataPlane(registry, settings, run_pool, decode_pool, metrics, budget)
         app.state.draining = False  # set on SIGTERM (service/__main__.py): readiness answers 503 from then on
+        grpc_server = None
+        if settings.grpc_port >= 0:
+            keys = (read_keys(settings.api_keys, settings.api_keys_file), read_keys(settings.admin_keys, settings.admin_keys_file))
+            grpc_server = await start_grpc(app.state, settings, (app.title, app.version), keys)
         # Load in the background: the server answers /health (503 "loading") while models warm up.
         loading = asyncio.create_task(asyncio.to_thread(load_models, registry))
         if settings.strict:
@@ -108,6 +113,8 @@ def create_app(settings: Settings) -> ServiceApp:
             yield
         finally:
             loading.cancel()
+            if grpc_server is not None:
+                await stop_grpc(grpc_server, settings.drain_s)
             await app.state.dataplane.close()
             decode_pool.shutdown(wait=True, cancel_futures=True)
             run_pool.shutdown(wait=True, cancel_futures=True)

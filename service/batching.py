@@ -43,6 +43,7 @@ class BatchStats:
     queue_s: float  # the longest wait of a row in this batch
     compute_s: float
     failed: bool
+    queue_total_s: float = 0.0  # the requests' waits added up (each from its oldest row in this batch)
 
 
 @dataclass
@@ -317,9 +318,14 @@ class DynamicBatcher:
     ) -> None:
         """On the event loop, for each batch a session thread ran: account, answer, give back its threads."""
         self._in_flight.pop(id(batch), None)
-        queue_s = started - min(item.arrived for item in batch)
-        requests = {id(item.request) for item in batch}
-        self._record(batch, len(requests), queue_s, computed, failed=error is not None)
+        oldest: dict[int, float] = {}
+        for item in batch:
+            key = id(item.request)
+            if item.arrived < oldest.get(key, started):
+                oldest[key] = item.arrived
+        waits = [started - arrived for arrived in oldest.values()]
+        self._record(batch, len(oldest), max(waits, default=0.0), computed, failed=error is not None, queue_total_s=sum(waits))
+        requests = oldest
         if error is None:
             if gives_back:  # before answering: the next batch is scheduled ahead of the answers' writes
                 self.budget.release(threads)
@@ -375,7 +381,9 @@ class DynamicBatcher:
             if not item.request.future.done():
                 item.request.future.set_exception(exc)
 
-    def _record(self, batch: list[_Row], requests: int, queue_s: float, compute_s: float, failed: bool) -> None:
+    def _record(
+        self, batch: list[_Row], requests: int, queue_s: float, compute_s: float, failed: bool, queue_total_s: float = 0.0
+    ) -> None:
         self._last_batch_rows = len(batch)
         if self.on_batch is not None:
-            self.on_batch(BatchStats(len(batch), requests, queue_s, compute_s, failed))
+            self.on_batch(BatchStats(len(batch), requests, queue_s, compute_s, failed, queue_total_s))

@@ -7,6 +7,7 @@ Routers parse HTTP and call ``DataPlane.infer``; the dataplane knows nothing abo
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections import Counter
 from concurrent.futures import Executor
@@ -28,22 +29,36 @@ from service.settings import Settings
 
 @dataclass
 class ModelStats:
-    """Counters per served model version (read by /models, and by metrics)."""
+    """Counters per served model version (read by /models, by Triton's statistics extension, and by metrics).
+    Times are seconds added up; per request unless the name says batch."""
 
     requests: int = 0
     failures: int = 0
     rows: int = 0
     batches: int = 0
     batch_sizes: Counter = field(default_factory=Counter)
-    queue_s: float = 0.0
-    compute_s: float = 0.0
+    batch_compute_s: Counter = field(default_factory=Counter)  # batch size -> its runs' time
+    queue_s: float = 0.0  # each batch's longest wait
+    compute_s: float = 0.0  # session runs
+    succeeded: int = 0
+    success_s: float = 0.0  # admitted to answered, for the requests answered
+    errors: int = 0  # requests that ended in any error, the client's own included (failures: 5xx only)
+    failure_s: float = 0.0
+    request_queue_s: float = 0.0  # each request's wait for its batch
+    request_compute_s: float = 0.0  # each request's share: the run of every batch it was in
+    decode_s: float = 0.0
+    encode_s: float = 0.0
+    last_inference: float = 0.0  # when the last request was answered (epoch seconds)
 
     def record_batch(self, stats: BatchStats) -> None:
         self.batches += 1
         self.rows += stats.rows
         self.batch_sizes[stats.rows] += 1
+        self.batch_compute_s[stats.rows] += stats.compute_s
         self.queue_s += stats.queue_s
         self.compute_s += stats.compute_s
+        self.request_queue_s += stats.queue_total_s
+        self.request_compute_s += stats.compute_s * stats.requests
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -181,14 +196,20 @@ class DataPlane:
     async def _serve(self, entry: ModelEntry, decode, encode):
         """The one sequence of every request: admit (a full queue answers before any decoding is spent on
         the request), decode, wait for the batch's run, encode; within the deadline, counted."""
+        stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
 
         async def run():
             batcher = self.batcher(entry)
             batcher.admit()
+            started = time.perf_counter()
             decoded = await decode()
+            stats.decode_s += time.perf_counter() - started
             outputs = await batcher.submit(decoded.rows)
             self.faults.check(entry.name, "encode")
-            return encode(outputs, decoded)
+            started = time.perf_counter()
+            answer = encode(outputs, decoded)
+            stats.encode_s += time.perf_counter() - started
+            return answer
 
         return await self._accounted(entry, run())
 
@@ -200,6 +221,7 @@ class DataPlane:
         inflight = self.metrics.child(self.metrics.inflight, *labels)
         inflight.inc()
         timeout = self.settings.request_timeout_s
+        started = time.perf_counter()
         try:
             try:
                 async with asyncio.timeout(timeout):  # cancels the work in place; no task of its own
@@ -207,10 +229,15 @@ class DataPlane:
             except asyncio.TimeoutError:
                 raise DeadlineExceeded(f"no answer within the {timeout:g} s deadline; the request was dropped") from None
         except ServiceError as exc:
+            stats.errors += 1
+            stats.failure_s += time.perf_counter() - started
             self._failed(entry, stats, exc)
             raise
         finally:
             inflight.dec()
+        stats.succeeded += 1
+        stats.success_s += time.perf_counter() - started
+        stats.last_inference = time.time()
         self.metrics.child(self.metrics.inference_success, *labels).inc()
         return result
 
@@ -239,6 +266,9 @@ class DataPlane:
         # Refuse here what the model would refuse in a batch, so a bad input fails only its own request.
         entry.model.check(task.collate(decoded.rows))
         return decoded
+
+    def statistics(self, entry: ModelEntry) -> ModelStats:
+        return self.stats.get((entry.name, entry.version), ModelStats())
 
     def summary(self, entry: ModelEntry) -> dict[str, Any]:
         policy = entry.policy

@@ -23,6 +23,8 @@ class Metrics:
         model = ["model", "version", "variant"]
         self.requests = Counter("ortserve_http_requests", "HTTP requests by route, model and status",
                                 ["endpoint", "method", "model", "status"], registry=self.registry)
+        self.grpc_requests = Counter("ortserve_grpc_requests", "gRPC calls by method, model and status code",
+                                     ["rpc", "model", "code"], registry=self.registry)
         self.request_seconds = Histogram("ortserve_http_request_duration_seconds", "HTTP request latency",
                                          ["endpoint", "method"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.inference_success = Counter("ortserve_inference_request_success", "Inference requests answered",

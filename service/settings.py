@@ -28,6 +28,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 picks a free one)")
+    grpc_port: int = Field(
+        8081, ge=-1, le=65535, description="gRPC port of the Open Inference Protocol (0 picks a free one, -1 turns gRPC off)"
+    )
     model_repository: Path = Field(Path("model_repository"), description="folder of <model>/<version>/ directories")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     http: Literal["auto", "httptools", "h11"] = Field("auto", description="HTTP parser (auto = httptools when installed)")

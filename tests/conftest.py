@@ -111,8 +111,9 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, process: subprocess.Popen, url: str, log: Path):
+    def __init__(self, process: subprocess.Popen, url: str, log: Path, grpc_address: str | None = None):
         self.process, self.url, self.log = process, url, log
+        self.grpc_address = grpc_address  # host:port of the Open Inference Protocol over gRPC, when on
 
     def client(self, timeout: float = 60, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout, **kwargs)
@@ -127,11 +128,15 @@ def start_server(repository: Path, log: Path, *args: str, wait_ready: bool = Tru
     port = free_port()
     # Stopped at the end of a test, a server need not stay reachable-but-unready first (--unready-s).
     quick_stop = () if "--unready-s" in args else ("--unready-s", "0")
+    if "--grpc-port" not in args:
+        quick_stop += ("--grpc-port", "-1")  # servers side by side would all want gRPC's default port
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
                "--model-repository", str(repository), *quick_stop, *args]
     with log.open("w") as sink:
         process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    server = RunningServer(process, f"http://127.0.0.1:{port}", log)
+    grpc_port = args[args.index("--grpc-port") + 1] if "--grpc-port" in args else "-1"
+    grpc_address = f"127.0.0.1:{grpc_port}" if int(grpc_port) > 0 else None
+    server = RunningServer(process, f"http://127.0.0.1:{port}", log, grpc_address)
     try:
         if wait_ready:
             wait_for_health(server, 200)
@@ -170,7 +175,7 @@ def wait_for_loading_to_end(server: RunningServer, timeout: float = 60.0) -> htt
 def server(api_repository, tmp_path_factory):
     """One real server for the API tests (real models where built, quick ones otherwise)."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with start_server(api_repository, log, "--max-request-mb", "2") as running:
+    with start_server(api_repository, log, "--max-request-mb", "2", "--grpc-port", str(free_port())) as running:
         yield running
 
 

@@ -98,51 +98,66 @@ def _bytes_elements(raw: bytes, name: str, count: int) -> list[bytes]:
     return elements
 
 
+def element_count(name: str, datatype: str, shape: list[int], check_shape: ShapeCheck) -> int:
+    """The elements a declared tensor holds; 400 for an unknown datatype or a shape that cannot be, and
+    whatever the model's `check_shape` refuses, all before any element is read."""
+    if datatype not in DATATYPES:
+        raise BadRequest(f"input {name}: unknown datatype {datatype!r}; one of {', '.join(DATATYPES)}")
+    if any(d < 0 for d in shape):
+        raise BadRequest(f"input {name}: shape {list(shape)} has a negative dimension")
+    count = math.prod(shape)  # Python integers: a product past 2**63 must not wrap to a small one
+    if count > 50_000_000:
+        raise BadRequest(f"input {name}: shape {list(shape)} is too large")
+    check_shape(name, list(shape))
+    return count
+
+
+def from_binary(name: str, datatype: str, shape: list[int], blob: bytes, count: int) -> np.ndarray:
+    """A tensor's binary form (little-endian values; BYTES as length-prefixed elements) as an array."""
+    dtype = DATATYPES[datatype]
+    if datatype == "BYTES":
+        values = _bytes_elements(blob, name, count)
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+    else:
+        if len(blob) != count * np.dtype(dtype).itemsize:
+            raise BadRequest(f"input {name}: {len(blob)} bytes of binary data for shape {list(shape)} {datatype}")
+        array = np.frombuffer(blob, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    return shaped(name, array, shape, count)
+
+
+def shaped(name: str, array: np.ndarray, shape: list[int], count: int) -> np.ndarray:
+    if array.size != count:
+        raise BadRequest(f"input {name}: {array.size} elements for shape {list(shape)} ({count} expected)")
+    return array.reshape(shape)
+
+
 def to_array(tensor: RequestInput, binary: bytes | None, check_shape: ShapeCheck = lambda name, shape: None) -> np.ndarray:
     """One input tensor as a numpy array of its declared shape; 400 when data and shape disagree, or when
     `check_shape` (the model's) refuses the shape, which is asked before any element is read."""
-    if tensor.datatype not in DATATYPES:
-        raise BadRequest(f"input {tensor.name}: unknown datatype {tensor.datatype!r}; one of {', '.join(DATATYPES)}")
-    if any(d < 0 for d in tensor.shape):
-        raise BadRequest(f"input {tensor.name}: shape {tensor.shape} has a negative dimension")
-    count = math.prod(tensor.shape)  # Python integers: a product past 2**63 must not wrap to a small one
-    if count > 50_000_000:
-        raise BadRequest(f"input {tensor.name}: shape {tensor.shape} is too large")
-    check_shape(tensor.name, tensor.shape)
-    dtype = DATATYPES[tensor.datatype]
+    count = element_count(tensor.name, tensor.datatype, tensor.shape, check_shape)
     if binary is not None:
-        if tensor.datatype == "BYTES":
-            values = _bytes_elements(binary, tensor.name, count)
-            array = np.empty(len(values), dtype=object)
-            array[:] = values
-        else:
-            if len(binary) != count * np.dtype(dtype).itemsize:
-                raise BadRequest(
-                    f"input {tensor.name}: {len(binary)} bytes of binary data for shape {tensor.shape} {tensor.datatype}"
-                )
-            array = np.frombuffer(binary, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+        return from_binary(tensor.name, tensor.datatype, tensor.shape, binary, count)
+    if tensor.data is None:
+        raise BadRequest(f"input {tensor.name}: no data (neither JSON data nor binary_data_size)")
+    flat = _flatten(tensor.data, count, tensor.name)
+    dtype = DATATYPES[tensor.datatype]
+    if tensor.datatype == "BYTES":
+        if not all(isinstance(v, str) for v in flat):
+            raise BadRequest(f"input {tensor.name}: BYTES data must be strings in JSON")
+        array = np.empty(len(flat), dtype=object)
+        array[:] = [v.encode("utf-8", "surrogatepass") for v in flat]
     else:
-        if tensor.data is None:
-            raise BadRequest(f"input {tensor.name}: no data (neither JSON data nor binary_data_size)")
-        flat = _flatten(tensor.data, count, tensor.name)
-        if tensor.datatype == "BYTES":
-            if not all(isinstance(v, str) for v in flat):
-                raise BadRequest(f"input {tensor.name}: BYTES data must be strings in JSON")
-            array = np.empty(len(flat), dtype=object)
-            array[:] = [v.encode("utf-8", "surrogatepass") for v in flat]
-        else:
-            kind = bool if tensor.datatype == "BOOL" else (int if tensor.datatype.startswith(("INT", "UINT")) else float)
-            if not all(isinstance(v, (int, float, bool)) and (kind is not bool or isinstance(v, bool)) for v in flat):
-                raise BadRequest(f"input {tensor.name}: {tensor.datatype} data must be {kind.__name__} values")
-            if kind is int and not all(float(v).is_integer() for v in flat):
-                raise BadRequest(f"input {tensor.name}: {tensor.datatype} data must be integers")
-            try:
-                array = np.asarray(flat, dtype=dtype)
-            except (OverflowError, ValueError) as exc:
-                raise BadRequest(f"input {tensor.name}: {exc}") from None
-    if array.size != count:
-        raise BadRequest(f"input {tensor.name}: {array.size} elements for shape {tensor.shape} ({count} expected)")
-    return array.reshape(tensor.shape)
+        kind = bool if tensor.datatype == "BOOL" else (int if tensor.datatype.startswith(("INT", "UINT")) else float)
+        if not all(isinstance(v, (int, float, bool)) and (kind is not bool or isinstance(v, bool)) for v in flat):
+            raise BadRequest(f"input {tensor.name}: {tensor.datatype} data must be {kind.__name__} values")
+        if kind is int and not all(float(v).is_integer() for v in flat):
+            raise BadRequest(f"input {tensor.name}: {tensor.datatype} data must be integers")
+        try:
+            array = np.asarray(flat, dtype=dtype)
+        except (OverflowError, ValueError) as exc:
+            raise BadRequest(f"input {tensor.name}: {exc}") from None
+    return shaped(tensor.name, array, tensor.shape, count)
 
 
 def parse_request(
@@ -185,7 +200,7 @@ def model_parameters(request: InferenceRequest) -> dict[str, Any]:
     return {k: v for k, v in request.parameters.items() if k not in PROTOCOL_PARAMETERS}
 
 
-def _datatype_of(array: np.ndarray) -> str:
+def datatype_of(array: np.ndarray) -> str:
     if array.dtype == object:
         return "BYTES"
     for name, dtype in DATATYPES.items():
@@ -194,7 +209,7 @@ def _datatype_of(array: np.ndarray) -> str:
     raise TypeError(f"no V2 datatype for {array.dtype}")
 
 
-def _binary_of(array: np.ndarray) -> bytes:
+def binary_of(array: np.ndarray) -> bytes:
     if array.dtype == object:
         return b"".join(struct.pack("<I", len(v)) + v for v in array.reshape(-1))
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
@@ -205,7 +220,7 @@ def _not_in_json(name: str, array: np.ndarray) -> ServiceError:
     if np.isnan(array).any():
         return InferenceFailed(f"output {name} holds NaN")
     return BadRequest(
-        f"output {name} holds values beyond the range of {_datatype_of(array)}, which JSON cannot carry: "
+        f"output {name} holds values beyond the range of {datatype_of(array)}, which JSON cannot carry: "
         "scale the input down, or ask for the output in binary (binary_data)"
     )
 
@@ -221,9 +236,9 @@ def encode_response(
         if output.name not in outputs:
             raise BadRequest(f"model {model} has no output {output.name!r}; it has {', '.join(outputs)}")
         array = outputs[output.name]
-        entry: dict[str, Any] = {"name": output.name, "datatype": _datatype_of(array), "shape": list(array.shape)}
+        entry: dict[str, Any] = {"name": output.name, "datatype": datatype_of(array), "shape": list(array.shape)}
         if output.parameters.get("binary_data", default_binary):
-            blob = _binary_of(array)
+            blob = binary_of(array)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         elif array.dtype == object:

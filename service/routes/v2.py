@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from service.errors import BadRequest, ServiceError, log, log_server_error
+from service.errors import BadRequest, ModelNotFound, ServiceError, log, log_server_error
 from service.protocol.v2 import (
     HEADER_LENGTH,
     InferenceRequest,
@@ -26,9 +26,9 @@ from service.protocol.v2 import (
     parse_request,
     protocol_status,
 )
+from service.protocol.triton import PLATFORM, model_config, model_statistics, proto_json
 from service.registry import ModelEntry
 
-PLATFORM = "onnxruntime_onnx"
 
 
 class V2Error(BaseModel):
@@ -85,9 +85,12 @@ def _metadata(entry: ModelEntry, versions: list[str]) -> dict:
     }
 
 
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
+
+
 @router.get("")
 async def server_metadata(request: Request):
-    return {"name": request.app.title, "version": request.app.version, "extensions": ["binary_tensor_data"]}
+    return {"name": request.app.title, "version": request.app.version, "extensions": EXTENSIONS}
 
 
 @router.get("/health/live", response_class=Response, responses={200: {"description": "live (no body)"}})
@@ -105,6 +108,33 @@ async def server_ready(request: Request):
     draining = getattr(request.app.state, "draining", False)
     ready = not registry.loading and any(e.ready for e in registry.entries.values()) and not draining
     return Response(status_code=200 if ready else 503)
+
+
+@router.get("/models/{name}/config", responses=v2_errors(404, 503))
+@router.get("/models/{name}/versions/{version}/config", responses=v2_errors(404, 503))
+async def model_configuration(request: Request, name: str, version: str | None = None):
+    """Triton's model configuration extension: the model as its V2 view serves it (what perf_analyzer and
+    Triton's clients read)."""
+    entry = request.app.state.registry.get(name, version)
+    return proto_json(model_config(entry, entry.policy, entry.model.providers[0]))
+
+
+@router.get("/models/stats", responses=v2_errors(404))
+@router.get("/models/{name}/stats", responses=v2_errors(404))
+@router.get("/models/{name}/versions/{version}/stats", responses=v2_errors(404))
+async def model_statistics_of(request: Request, name: str | None = None, version: str | None = None):
+    """Triton's statistics extension: per model version, requests answered and failed, and the time spent
+    queueing, decoding (compute_input), running (compute_infer) and encoding (compute_output)."""
+    registry, dataplane = request.app.state.registry, request.app.state.dataplane
+    if name is None:
+        entries = [e for e in registry.entries.values() if e.ready]
+    elif version is None:
+        entries = [e for e in registry.versions(name) if e.ready]
+        if not registry.versions(name):
+            raise ModelNotFound(f"no model named {name!r}")
+    else:
+        entries = [registry.get(name, version)]
+    return {"model_stats": [proto_json(model_statistics(e, dataplane.statistics(e))) for e in entries]}
 
 
 @router.get("/models/{name}", responses=v2_errors(404, 503))

@@ -33,6 +33,7 @@ from service.routes import demo, health, typed, v2
 from service.routes.grpc_v2 import start_grpc, stop_grpc
 from service.runtime import plan_providers
 from service.settings import Settings
+from service.tracing import Tracer, TracingMiddleware
 
 log = logging.getLogger("service")
 
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> ServiceApp:
         )
         decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         app.state.dataplane = DataPlane(registry, settings, run_pool, decode_pool, metrics, budget)
+        app.state.dataplane.tracer = app.state.tracer
         app.state.draining = False  # set on SIGTERM (service/__main__.py): readiness answers 503 from then on
         grpc_server = None
         if settings.grpc_port >= 0:
@@ -118,14 +120,17 @@ def create_app(settings: Settings) -> ServiceApp:
             await app.state.dataplane.close()
             decode_pool.shutdown(wait=True, cancel_futures=True)
             run_pool.shutdown(wait=True, cancel_futures=True)
+            if app.state.tracer is not None:
+                app.state.tracer.shutdown()  # what is still buffered leaves
 
     app = FastAPI(
         title="ortserve",
         summary="A CNN, an LSTM and a Transformer served from ONNX Runtime",
         version="0.1.0",
         lifespan=lifespan,
-        # FastAPI's native OpenTelemetry looks up the global providers on every request: only when asked.
-        telemetry=None if settings.otel else {"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's native OpenTelemetry looks up the global providers on every request; the service traces
+        # every protocol itself (service/tracing.py), so it stays off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         docs_url=None,
         redoc_url=None,
     )
@@ -170,4 +175,7 @@ def create_app(settings: Settings) -> ServiceApp:
             allow_headers=["authorization", "content-type", "x-request-id", "inference-header-content-length"],
             expose_headers=["x-request-id", "retry-after", "inference-header-content-length"],
         )
-    return ServiceApp(RequestContext(entry), app)
+    tracer = app.state.tracer = Tracer(version=app.version) if settings.otel else None
+    if tracer is None:
+        return ServiceApp(RequestContext(entry), app)
+    return ServiceApp(TracingMiddleware(RequestContext(entry, trace_id=tracer.current_trace_id), tracer), app)

@@ -51,6 +51,7 @@ class _Request:
     future: asyncio.Future
     results: list[Any]
     remaining: int
+    timing: Any = None  # a tracing.RequestTimes to fill in (only when the service traces)
 
 
 @dataclass
@@ -142,16 +143,19 @@ class DynamicBatcher:
                 headers={"Retry-After": "1"},
             )
 
-    async def submit(self, rows: Sequence[Any]) -> list[np.ndarray]:
-        """The outputs for these rows: one array per model output, leading axis = the rows, in order."""
+    async def submit(self, rows: Sequence[Any], timing: Any = None) -> list[np.ndarray]:
+        """The outputs for these rows: one array per model output, leading axis = the rows, in order.
+        `timing` (tracing.RequestTimes), when given, is told when the rows queued and when their batches ran."""
         if not rows:
             raise ValueError("submit needs at least one row")
         self.admit(len(rows))
         if self._worker is None or self._worker.done():
             self._worker = None
             self.start()
-        request = _Request(asyncio.get_running_loop().create_future(), [None] * len(rows), len(rows))
+        request = _Request(asyncio.get_running_loop().create_future(), [None] * len(rows), len(rows), timing)
         now = time.monotonic()
+        if timing is not None:
+            timing.queued = int(now * 1e9)
         queued = [_Row(request, i, row, self.row_length(row), now) for i, row in enumerate(rows)]
         with self._lock:
             self._queue.extend(queued)
@@ -329,7 +333,7 @@ class DynamicBatcher:
         if error is None:
             if gives_back:  # before answering: the next batch is scheduled ahead of the answers' writes
                 self.budget.release(threads)
-            self._deliver(batch, outputs)
+            self._deliver(batch, outputs, (started, started + computed))
             return
         # A failed batch ends its thread's turn; its requests are retried one by one on its threads.
         recovery = asyncio.get_running_loop().create_task(self._recover(batch, run, threads, error, len(requests)))
@@ -363,11 +367,13 @@ class DynamicBatcher:
             else:
                 self._deliver(rows, outputs)
 
-    def _deliver(self, batch: list[_Row], outputs: list[np.ndarray]) -> None:
+    def _deliver(self, batch: list[_Row], outputs: list[np.ndarray], ran: tuple[float, float] | None = None) -> None:
         for position, item in enumerate(batch):
             request = item.request
             if request.future.done():
                 continue
+            if request.timing is not None and ran is not None:
+                _note_batch(request.timing, ran, len(batch))
             request.results[item.index] = [output[position] for output in outputs]
             request.remaining -= 1
             if request.remaining == 0:
@@ -387,3 +393,10 @@ class DynamicBatcher:
         self._last_batch_rows = len(batch)
         if self.on_batch is not None:
             self.on_batch(BatchStats(len(batch), requests, queue_s, compute_s, failed, queue_total_s))
+
+
+def _note_batch(timing: Any, ran: tuple[float, float], rows: int) -> None:
+    """A request's batches, as one span: from the start of the first to the end of the last."""
+    start, end = int(ran[0] * 1e9), int(ran[1] * 1e9)
+    timing.batch = (min(start, timing.batch[0]), max(end, timing.batch[1])) if timing.batch else (start, end)
+    timing.batch_rows = max(timing.batch_rows, rows)

@@ -25,6 +25,7 @@ from service.faults import FaultInjector
 from service.metrics import Metrics
 from service.registry import ModelEntry, ModelRegistry
 from service.settings import Settings
+from service.tracing import RequestTimes
 
 
 @dataclass
@@ -98,6 +99,7 @@ class DataPlane:
         self._batchers: dict[tuple[str, str], tuple[ModelEntry, DynamicBatcher]] = {}
         self._every_batcher: weakref.WeakSet[DynamicBatcher] = weakref.WeakSet()  # retired ones too, to stop
         self.stats: dict[tuple[str, str], ModelStats] = {}
+        self.tracer = None  # service.tracing.Tracer when the service traces (--otel)
         registry.retire_listeners.append(self.retire)
 
     def batcher(self, entry: ModelEntry) -> DynamicBatcher:
@@ -197,21 +199,30 @@ class DataPlane:
         """The one sequence of every request: admit (a full queue answers before any decoding is spent on
         the request), decode, wait for the batch's run, encode; within the deadline, counted."""
         stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
+        tracer = self.tracer
+        times = RequestTimes() if tracer is not None else None
 
         async def run():
             batcher = self.batcher(entry)
             batcher.admit()
-            started = time.perf_counter()
+            started = time.monotonic_ns()
             decoded = await decode()
-            stats.decode_s += time.perf_counter() - started
-            outputs = await batcher.submit(decoded.rows)
+            decoded_at = time.monotonic_ns()
+            outputs = await batcher.submit(decoded.rows, times)
             self.faults.check(entry.name, "encode")
-            started = time.perf_counter()
+            encoding = time.monotonic_ns()
             answer = encode(outputs, decoded)
-            stats.encode_s += time.perf_counter() - started
+            ended = time.monotonic_ns()
+            stats.decode_s += (decoded_at - started) / 1e9
+            stats.encode_s += (ended - encoding) / 1e9
+            if times is not None:
+                times.decode, times.encode = (started, decoded_at), (encoding, ended)
             return answer
 
-        return await self._accounted(entry, run())
+        answer = await self._accounted(entry, run())
+        if times is not None:
+            tracer.stages(times, entry.name, entry.version)
+        return answer
 
     async def _accounted(self, entry: ModelEntry, work):
         """Run one request's work within its deadline, counting its success or failure."""

@@ -14,6 +14,7 @@ import re
 import sys
 import time
 import uuid
+from typing import Callable
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -67,16 +68,22 @@ def configure_logging(level: str, fmt: str) -> None:
 
 
 class RequestContext:
-    """ASGI middleware: set the request id for the request's logs and echo it in X-Request-ID."""
+    """ASGI middleware: set the request id for the request's logs and echo it in X-Request-ID. When the
+    service traces, the request id is the trace id (`trace_id` gives the current one)."""
 
-    def __init__(self, app):
+    def __init__(self, app, trace_id: Callable[[], str | None] | None = None):
         self.app = app
+        self.trace_id = trace_id
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        sent = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        rid = sent if _SANE_ID.fullmatch(sent) else new_id()
+        traced = self.trace_id() if self.trace_id is not None else None
+        if traced is not None:
+            rid = traced
+        else:
+            sent = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
+            rid = sent if _SANE_ID.fullmatch(sent) else new_id()
         token = request_id.set(rid)
 
         async def send_with_id(message):

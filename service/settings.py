@@ -128,7 +128,9 @@ class Settings(BaseSettings):
     protect_health: bool = Field(False, description="require a key for health and /metrics too")
     cors_origins: list[str] = Field(default_factory=list, description='origins allowed by CORS (JSON list); default none')
     otel: bool = Field(
-        False, description="FastAPI's native OpenTelemetry traces and metrics, exported by the SDK this process configures"
+        False,
+        description="OpenTelemetry traces (needs the otel extra): a span per request with decode, queue, compute and "
+        "encode as its children, the trace id as the request id; exported as OTEL_* variables say",
     )
     log_format: Literal["text", "json"] = Field("text", description="log lines as text or as JSON objects (one per line)")
 

@@ -45,6 +45,15 @@ def rpc(method):
     name = method.__name__
 
     async def handler(self, request, context):
+        tracer = self.state.tracer
+        if tracer is None:
+            return await answer(self, request, context)
+        carrier = {k: v for k, v in (context.invocation_metadata() or ()) if k in ("traceparent", "tracestate")}
+        with tracer.server_span(f"gRPC {name}", carrier) as span:
+            span.set_attribute("rpc.method", name)
+            return await answer(self, request, context)
+
+    async def answer(self, request, context):
         model = getattr(request, "name", "") or getattr(request, "model_name", "")
         code = grpc.StatusCode.OK
         try:

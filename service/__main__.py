@@ -16,6 +16,7 @@ from service.logs import configure_logging
 from service.registry import ModelRegistry, RepositoryError
 from service.runtime import ProviderUnavailable, plan_providers
 from service.settings import Settings
+from service.tracing import TracingUnavailable
 
 
 def preflight(settings: Settings) -> str | None:
@@ -72,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     problem = preflight(settings)
     try:
         protocol = http_protocol(settings)
-    except IncompatibleUvicorn as exc:
-        problem = str(exc)
+        app = create_app(settings)
+    except (IncompatibleUvicorn, TracingUnavailable) as exc:
+        problem = problem or str(exc)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

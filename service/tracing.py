@@ -28,23 +28,34 @@ class RequestTimes:
     encode: tuple[int, int] | None = None
 
 
+class TracingUnavailable(RuntimeError):
+    """--otel was asked for and what it needs is not installed."""
+
+
 class Tracer:
     """The service's use of an OpenTelemetry tracer."""
 
     def __init__(self, service_name: str = "ortserve", version: str = ""):
-        from opentelemetry import trace
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+        exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+        try:
+            from opentelemetry import trace
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
+            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+            if exporter == "otlp":
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:
+            raise TracingUnavailable(
+                f"--otel needs {exc.name}: install the otel extra (pip install 'ortserve[otel]'), or set "
+                "OTEL_TRACES_EXPORTER=console or none to do without the OTLP exporter"
+            ) from None
 
         provider = TracerProvider(resource=Resource.create({"service.name": service_name, "service.version": version}))
-        exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
         if exporter == "console":
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(formatter=_one_line)))
         elif exporter == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         self.provider = provider
         self.tracer = provider.get_tracer("ortserve", version)

@@ -10,7 +10,7 @@ from service.app import create_app
 from service.settings import Settings
 
 
-def test_loading_freezes_the_startup_heap_and_fastapis_telemetry_stays_off(api_repository):
+def test_loading_freezes_the_startup_heap_and_fastapis_telemetry_stays_off(api_repository, monkeypatch):
     async def start() -> int:
         app = create_app(Settings(model_repository=api_repository)).api
         async with app.router.lifespan_context(app):
@@ -26,6 +26,7 @@ def test_loading_freezes_the_startup_heap_and_fastapis_telemetry_stays_off(api_r
         assert asyncio.run(start()) > 0
     finally:
         gc.unfreeze()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     for otel in (False, True):
         telemetry = create_app(Settings(model_repository=api_repository, otel=otel)).api._telemetry
         assert not (telemetry["tracing"] or telemetry["metrics"] or telemetry["logs"])

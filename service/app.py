@@ -46,11 +46,22 @@ def load_models(registry: ModelRegistry) -> None:
     while hold and not os.path.exists(hold):
         time.sleep(0.02)
     registry.load_all()
+    registry.changed()
     # What exists now (modules, sessions, tokenizers) lives as long as the process: keep it out of the
     # cyclic collector's way, or every full collection under load walks it again (measured: a quarter of
     # the event loop's time on /sentiment).
     gc.collect()
     gc.freeze()
+
+
+async def follow_model_control(registry: ModelRegistry, loading: asyncio.Task) -> None:
+    """With worker processes: once this worker's first load is done, apply every model-control action any
+    worker took, in order (service/control_log.py)."""
+    try:
+        await asyncio.shield(loading)
+    except Exception:  # noqa: BLE001 - a failed load is the registry's to report; the log still applies
+        pass
+    await registry.control_log.follow(registry.apply)
 
 
 class ServiceApp:
@@ -88,7 +99,9 @@ def create_app(settings: Settings) -> ServiceApp:
     async def lifespan(app: FastAPI):
         plan = plan_providers(settings)  # providers=cuda without CUDA fails start-up here
         log.info("execution providers: %s (%s)", [name for name, _ in plan.providers], plan.note)
-        registry = app.state.registry = ModelRegistry(settings, plan, physical_cores())
+        # Worker processes share the cores: each runs sessions on its share (service/workers.py).
+        registry = app.state.registry = ModelRegistry(settings, plan, max(1, physical_cores() // settings.workers))
+        registry.change_listeners.append(lambda: metrics.set_readiness(registry))
         app.state.endpoints = endpoint_table(registry, settings.routes)
         # inference_workers runs of every core's worth of threads at once: as many single-threaded runs.
         budget = ComputeBudget(settings.inference_workers * registry.cpus)
@@ -106,8 +119,12 @@ def create_app(settings: Settings) -> ServiceApp:
             grpc_server = await start_grpc(app.state, settings, (app.title, app.version), keys)
         # Load in the background: the server answers /health (503 "loading") while models warm up.
         loading = asyncio.create_task(asyncio.to_thread(load_models, registry))
-        if settings.strict:
+        following = asyncio.create_task(follow_model_control(registry, loading)) if registry.control_log else None
+        if settings.strict or settings.workers > 1:
+            # A worker takes connections from the shared socket only once its models are loaded: the others
+            # (or the listen queue) hold them meanwhile, so no request meets a worker that is still loading.
             await loading
+        if settings.strict:
             failed = [f"{e.name}/{e.version}: {e.error}" for e in registry.entries.values() if e.state == "failed"]
             if failed:
                 raise RuntimeError("strict: a model failed to load: " + "; ".join(failed))
@@ -115,6 +132,8 @@ def create_app(settings: Settings) -> ServiceApp:
             yield
         finally:
             loading.cancel()
+            if following is not None:
+                following.cancel()
             if grpc_server is not None:
                 await stop_grpc(grpc_server, settings.drain_s)
             await app.state.dataplane.close()
@@ -122,6 +141,7 @@ def create_app(settings: Settings) -> ServiceApp:
             run_pool.shutdown(wait=True, cancel_futures=True)
             if app.state.tracer is not None:
                 app.state.tracer.shutdown()  # what is still buffered leaves
+            metrics.process_ended()
 
     app = FastAPI(
         title="ortserve",

@@ -1,16 +1,21 @@
 """Prometheus metrics, in the spirit of Triton's nv_inference_* family, under the ortserve_ prefix.
 
 One registry per app (not the process-global default), so several apps in one process (tests) do not
-collide. The service runs one process; with several, each would be scraped as its own target.
+collide. With worker processes (--workers), prometheus-client's multiprocess mode adds up every worker's
+counters and gauges (PROMETHEUS_MULTIPROC_DIR, set by the service), so one scrape still sees everything.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -40,12 +45,15 @@ class Metrics:
                                        model, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.compute_seconds = Histogram("ortserve_compute_duration_seconds", "Session run time per batch",
                                          model, buckets=LATENCY_BUCKETS, registry=self.registry)
+        # With workers: ready only where every live worker serves it; the queue and the requests added up.
         self.ready = Gauge("ortserve_model_ready", "1 when the model version serves", [*model, "provider"],
-                           registry=self.registry)
+                           registry=self.registry, multiprocess_mode="livemin")
         # Autoscaling signals (deploy/kubernetes: KEDA, or an HPA through prometheus-adapter).
-        self.queued_rows = Gauge("ortserve_queued_rows", "Rows waiting for a batch", model, registry=self.registry)
+        self.queued_rows = Gauge("ortserve_queued_rows", "Rows waiting for a batch", model, registry=self.registry,
+                                 multiprocess_mode="livesum")
         self.inflight = Gauge("ortserve_inflight_requests", "Inference requests admitted and not yet answered", model,
-                              registry=self.registry)
+                              registry=self.registry, multiprocess_mode="livesum")
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_ENV))
 
     def child(self, metric, *labels: str):
         """metric.labels(*labels), looked up once: prometheus_client takes a lock and builds a key per call."""
@@ -55,13 +63,27 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def render(self, registry) -> tuple[bytes, str]:
-        """The exposition text; readiness is read from the model registry at scrape time."""
-        self.ready.clear()
+    def set_readiness(self, registry) -> None:
+        """The readiness gauge from the model registry (at scrape time, or, with workers, when it changes)."""
+        if not self.multiprocess:
+            self.ready.clear()  # versions no longer known go; with workers their files keep their last value
         for entry in registry.entries.values():
             provider = entry.model.providers[0] if entry.model else "none"
             self.ready.labels(entry.name, entry.version, entry.variant or "none", provider).set(1 if entry.ready else 0)
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def render(self, registry) -> tuple[bytes, str]:
+        """The exposition text: this process's, or every worker's added up."""
+        if not self.multiprocess:
+            self.set_readiness(registry)
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        workers = CollectorRegistry()
+        MultiProcessCollector(workers)
+        return generate_latest(workers), CONTENT_TYPE_LATEST
+
+    def process_ended(self) -> None:
+        """A worker that stops takes its live gauges with it."""
+        if self.multiprocess:
+            mark_process_dead(os.getpid())
 
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

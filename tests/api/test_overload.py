@@ -16,7 +16,10 @@ import pytest
 from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.answers import SAME_VARIANT, in_process_answers
 from bench.load import run_load
+from bench.payloads import Endpoint
+from service.manifest import ModelManifest
 from tests.conftest import missing, repository_of, rss_bytes, start_server
 
 # Long, distinct sentences: each text is one row, and rows of this length take a while to run.
@@ -98,11 +101,14 @@ def test_load_far_past_capacity_gets_right_answers_or_503_and_memory_comes_back(
     args = ("--max-queue-rows", "48", "--request-timeout-s", "2")
     with start_server(sentiment_repository, tmp_path / "log", *args) as server:
         body = [json.dumps({"texts": ["A wonderful, moving film.", "Dull and far too long."]}).encode()]
-        expect = '"label":"positive"'
+        # Every 200 must be the model's own answer for the body, computed in-process (bench/answers.py).
+        served = ModelManifest.load(sentiment_repository / "sentiment-transformer" / "1").served_variant
+        endpoint = Endpoint("/sentiment", "sentiment-transformer", "application/json", body, "two texts")
+        answers = in_process_answers(sentiment_repository, endpoint, served, SAME_VARIANT)
         target = server.url + "/sentiment"
-        warm = run_load(target, body, "application/json", 300, 5, expect=expect, timeout_s=10)
+        warm = run_load(target, body, "application/json", 300, 5, answers, timeout_s=10)
         rss_before = rss_bytes(server.process.pid)
-        loaded = run_load(target, body, "application/json", 300, 30, expect=expect, timeout_s=10)
+        loaded = run_load(target, body, "application/json", 300, 30, answers, timeout_s=10)
         time.sleep(1)
         rss_after = rss_bytes(server.process.pid)
         print(f"\nload: {loaded.requests} requests in {loaded.seconds} s at 300 connections, statuses {loaded.statuses}, "
@@ -110,6 +116,7 @@ def test_load_far_past_capacity_gets_right_answers_or_503_and_memory_comes_back(
         assert set(loaded.statuses) <= {"200", "503", "504"}, loaded.statuses
         assert loaded.statuses.get("200", 0) > 0 and loaded.statuses.get("503", 0) > 0, "not overloaded"
         assert loaded.socket_errors == 0 and loaded.wrong_answers == 0
+        assert loaded.verified_answers == loaded.statuses["200"]
         assert rss_after <= rss_before * 1.10, (rss_before, rss_after)
         with server.client() as client:
             answer = client.post("/sentiment", json={"text": "What a delight."}, timeout=10)

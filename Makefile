@@ -6,14 +6,14 @@ REPOSITORY ?= model_repository
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup models serve test test-fast readme bench bench-quick audit clean help
+.PHONY: setup models serve test test-fast readme readme-check bench bench-quick audit clean help
 
 help:
 	@echo "make serve   set up, build the models if missing or changed, serve on $(HOST):$(PORT)"
 	@echo "make test    set up, build the models if missing or changed, run the test suite"
 	@echo "make test-fast  the same without the slow tests (own servers, builds, floods, fuzzing, browser): for every change"
 	@echo "make bench   the service vs the raw in-process limit vs a naive server (needs wrk), about 8 minutes"
-	@echo "make setup [ORT=cpu|gpu] | make models | make readme | make clean"
+	@echo "make setup [ORT=cpu|gpu] | make models | make readme | make readme-check | make clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ models: setup
 
 readme: setup
 	$(BIN)/python -m export readme --repository $(REPOSITORY)
+
+# Fails, with a diff, when README.md's generated tables differ from what the built manifests give.
+readme-check: setup
+	$(BIN)/python -m export readme --check --repository $(REPOSITORY)
 
 serve: models
 	$(BIN)/python -m service --host $(HOST) --port $(PORT) --model-repository $(REPOSITORY)

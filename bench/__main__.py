@@ -1,7 +1,9 @@
 """python -m bench [--quick]: the service, the raw limit and a naive server, measured side by side.
 
 Writes bench/results/<date>-<host>.json, a Markdown table (.md) and plots (-throughput.png,
--latency.png). Load comes from wrk in a separate process, on loopback only, bounded in time.
+-latency.png). Load comes from wrk in a separate process, on loopback only, bounded in time. Every answer
+of every load run is checked against the model's in-process answer for the body sent (bench/answers.py):
+one wrong answer fails the run.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import socket
 import sys
 import tempfile
 from datetime import datetime, timezone
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
 import httpx
 
+from bench.answers import PYTORCH_AGAINST_ONNX, SAME_VARIANT, ExpectedAnswers, in_process_answers
 from bench.limits import raw_limit
 from bench.load import require_wrk, run_load
 from bench.payloads import endpoints
@@ -39,20 +43,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure_server(name: str, command: list[str], levels: list[int], seconds: float, log: Path) -> tuple[dict, dict]:
+@lru_cache(maxsize=None)
+def expected_answers(repository: Path, endpoint_name: str, variant: str, pytorch: bool) -> ExpectedAnswers:
+    """The in-process answers a server running `variant` must give (in PyTorch, the fp32 weights)."""
+    endpoint = next(e for e in endpoints() if e.name == endpoint_name)
+    return in_process_answers(repository, endpoint, variant, PYTORCH_AGAINST_ONNX if pytorch else SAME_VARIANT)
+
+
+def measure_server(name: str, command: list[str], levels: list[int], seconds: float, log: Path,
+                   repository: Path) -> tuple[dict, dict]:
     results: dict[str, list[dict]] = {}
     models: dict = {}
     with running(command, log) as url:
+        # The naive server runs the fp32 weights in PyTorch; the others say which variant they serve.
+        pytorch = name == NAIVE
+        variants = {} if pytorch else {m["name"]: m["variant"] for m in httpx.get(url + "/models", timeout=30).json()["models"]}
         for endpoint in endpoints():
             target = url + endpoint.name
-            run_load(target, endpoint.bodies, endpoint.content_type, 4, 1)  # warm the path
+            answers = expected_answers(repository, endpoint.name, variants.get(endpoint.model, "fp32"), pytorch)
+            run_load(target, endpoint.bodies, endpoint.content_type, 4, 1, answers)  # warm the path
             results[endpoint.name] = []
             for concurrency in levels:
-                outcome = run_load(target, endpoint.bodies, endpoint.content_type, concurrency, seconds)
+                outcome = run_load(target, endpoint.bodies, endpoint.content_type, concurrency, seconds, answers)
                 print(f"  {name:13} {endpoint.name:18} c={concurrency:<3} {outcome.rps:9.1f} req/s  "
-                      f"p50 {outcome.p50_ms:7.2f} ms  p99 {outcome.p99_ms:8.2f} ms  errors {outcome.errors}", flush=True)
+                      f"p50 {outcome.p50_ms:7.2f} ms  p99 {outcome.p99_ms:8.2f} ms  errors {outcome.errors}  "
+                      f"answers checked {outcome.verified_answers}", flush=True)
                 results[endpoint.name].append(outcome.as_dict())
-        if name != NAIVE:
+        if not pytorch:
             for model in httpx.get(url + "/models", timeout=30).json()["models"]:
                 models[model["name"]] = {"variant": model["variant"], "batching": model["batching"]}
     return results, models
@@ -108,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as logs:
         for name, command in commands.items():
             print(f"== {name}", flush=True)
-            servers[name], models = measure_server(name, command, levels, seconds, Path(logs) / f"{name}.log")
+            servers[name], models = measure_server(name, command, levels, seconds, Path(logs) / f"{name}.log", repository)
             if name == SERVED:
                 served_models = models
                 measure_limits()  # right after the service, so that both see the machine alike

@@ -19,6 +19,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import httpx
+
+from bench.answers import SAME_VARIANT, ExpectedAnswers, in_process_answers
 from bench.load import run_load
 from bench.payloads import endpoints
 from bench.servers import ROOT, running
@@ -68,13 +71,20 @@ def main(argv: list[str] | None = None) -> int:
                                             cwd=args.a_checkout.resolve(), env=a_env))
         url_b = stack.enter_context(running(command(repository, args.b), Path(logs) / "b.log"))
 
-        def load(url: str):
-            run_load(url + endpoint.name, endpoint.bodies, endpoint.content_type, 4, 1)  # warm the path
+        def answers(url: str, repo: Path) -> ExpectedAnswers:
+            served = {m["name"]: m["variant"] for m in httpx.get(url + "/models", timeout=30).json()["models"]}
+            return in_process_answers(repo, endpoint, served[endpoint.model], SAME_VARIANT)
+
+        def load(url: str, expected: ExpectedAnswers | None):
+            run_load(url + endpoint.name, endpoint.bodies, endpoint.content_type, 4, 1, expected)  # warm the path
             return lambda concurrency: run_load(
-                url + endpoint.name, endpoint.bodies, endpoint.content_type, concurrency, args.seconds
+                url + endpoint.name, endpoint.bodies, endpoint.content_type, concurrency, args.seconds, expected
             ).rps
 
-        rows = paired(levels, args.pairs, load(url_a), load(url_b))
+        # A from another checkout answers with its own code: this checkout cannot say what it must answer.
+        same_code = args.a_checkout.resolve() == ROOT
+        rows = paired(levels, args.pairs, load(url_a, answers(url_a, a_repository) if same_code else None),
+                      load(url_b, answers(url_b, repository)))
 
     print(f"A: {args.a_checkout} {args.a!r}; B: {ROOT} {args.b!r}; {endpoint.name}, {args.pairs} pairs of "
           f"{args.seconds:g} s runs, alternating order\n")

@@ -7,11 +7,9 @@ import threading
 import time
 from pathlib import Path
 
+from bench.inprocess import load_in_process
 from bench.payloads import Endpoint, request_objects, rows_for_batch
 from service.cpus import physical_cores
-from service.registry import ModelRegistry
-from service.runtime import ProviderPlan
-from service.settings import Settings
 
 
 def raw_limit(repository: Path, endpoint: Endpoint, variant: str, batch_sizes: list[int], seconds: float) -> dict[str, dict]:
@@ -22,12 +20,7 @@ def raw_limit(repository: Path, endpoint: Endpoint, variant: str, batch_sizes: l
     one at a time on single-threaded sessions, else one); a lone row of such a variant on the session with
     every core, as the service runs it when idle."""
     cores = physical_cores()
-    settings = Settings(model_repository=repository, variants={endpoint.model: variant})
-    registry = ModelRegistry(settings, ProviderPlan([("CPUExecutionProvider", {})], "bench"), cores)
-    entry = registry.versions(endpoint.model)[-1]
-    registry.load(entry)  # the service's own sessions: layout, warm-up, and the every-core one for a lone row
-    if not entry.ready:
-        raise RuntimeError(f"{endpoint.model}/{entry.version} ({variant}) did not load: {entry.error}")
+    entry = load_in_process(repository, endpoint.model, variant)  # with the every-core session for a lone row
     task, model, solo = entry.task, entry.model, entry.solo_model
     requests = request_objects(endpoint)
     results = {}

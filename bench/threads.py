@@ -35,7 +35,8 @@ def main() -> None:
             workers = max(1, -(-intra * runs // cores))
             command = ["-m", "service", "--model-repository", str(args.repository.resolve()), "--log-level", "warning",
                        "--intra-op-threads", str(intra), "--inference-workers", str(workers)]
-            results, _ = measure_server(name, command, [1, 16, 64], args.seconds, Path(logs) / "log")
+            results, _ = measure_server(name, command, [1, 16, 64], args.seconds, Path(logs) / "log",
+                                        args.repository.resolve())
             rows.append((name, results))
     endpoints = list(rows[0][1])
     lines = [

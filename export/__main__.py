@@ -11,6 +11,8 @@ from pathlib import Path
 from models.training import use_offline_hub
 from export.build import PROJECT_ROOT, ModelBuilder, build_model, default_cache_dir, log
 
+README_DIFF_LINES = 60  # of the unified diff shown when `readme --check` fails
+
 # name -> module defining BUILDER; imported on demand so one model's heavy imports stay its own.
 BUILDER_MODULES = {
     "mnist-cnn": "export.mnist_cnn",
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     readme = commands.add_parser("readme", help="regenerate the README's model table from the manifests")
     readme.add_argument("--repository", type=Path, default=Path("model_repository"))
-    readme.add_argument("--check", action="store_true", help="fail if the README is out of date")
+    readme.add_argument("--check", action="store_true", help="change nothing; fail with a diff if the README is out of date")
 
     args = parser.parse_args(argv)
     use_offline_hub()
@@ -44,9 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "readme":
         from export.readme import update_readme
 
-        changed = update_readme(PROJECT_ROOT / "README.md", args.repository, check=args.check)
-        if args.check and changed:
-            log("README.md model table is out of date: run `python -m export readme`")
+        diff = update_readme(PROJECT_ROOT / "README.md", args.repository, check=args.check)
+        if args.check and diff:
+            changed = sum(line.startswith(("-", "+")) and not line.startswith(("---", "+++")) for line in diff)
+            shown = diff[:README_DIFF_LINES]
+            log("\n".join(line[:300] for line in shown) + (f"\n... ({len(diff) - len(shown)} more lines)" if len(diff) > len(shown) else ""))
+            log(f"README.md's generated sections differ from the manifests in {args.repository} ({changed} lines): "
+                f"run `python -m export readme --repository {args.repository}`")
             return 1
         return 0
 

@@ -256,6 +256,14 @@ class ModelBuilder:
 # --- the two stages -----------------------------------------------------------------------------
 
 
+class TargetMissed(RuntimeError):
+    """A full build whose model or served variant misses a target its manifest declares: nothing is written."""
+
+    def __init__(self, name: str, missed: list[str]):
+        self.missed = missed
+        super().__init__(f"{name}: held-out targets missed:\n  - " + "\n  - ".join(missed))
+
+
 def is_complete(version_dir: Path, input_hash: str) -> bool:
     """A finished build: manifest readable, key matches, every model file matches its sha256."""
     try:
@@ -331,6 +339,8 @@ def build_model(builder: ModelBuilder, repository: Path, cache_dir: Path, quick:
     started = time.perf_counter()
     try:
         manifest = builder.export(context, module)
+        if not quick and (missed := manifest.missed_targets()):
+            raise TargetMissed(builder.name, missed)
         manifest.write(work)
         if not is_complete(work, input_hash):
             raise RuntimeError(f"{builder.name}: the build did not produce a consistent model directory")

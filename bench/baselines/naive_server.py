@@ -1,8 +1,9 @@
 """The server a reader of the PyTorch tutorials would write: FastAPI + PyTorch eager, one request at a time.
 
 Same pre-processing as the service (its task code decodes and encodes), the same trained weights (from
-the build cache), but no ONNX Runtime, no batching: each request is a batch of one, under a lock.
-Kept for `make bench` only; the service never imports it.
+the build cache), but no ONNX Runtime, no batching: each request is a batch of one, under a lock. It
+echoes X-Request-ID as the service does, so that the benchmark can check each answer against the request
+it answers. Kept for `make bench` only; the service never imports it.
 
     python -m bench.baselines.naive_server --repository model_repository --port 8100
 """
@@ -20,6 +21,7 @@ from fastapi import FastAPI, File, Query, UploadFile
 from export.__main__ import load_builder
 from export.build import WEIGHTS_FILE, default_cache_dir
 from service.cpus import physical_cores
+from service.logs import RequestContext
 from service.manifest import ModelManifest
 from service.registry import task_class
 from service.tasks.forecast import ForecastRequest
@@ -45,6 +47,7 @@ def create_app(repository: Path, cache_dir: Path) -> FastAPI:
     models = {name: load(repository, cache_dir, name) for name in ("mnist-cnn", "sentiment-transformer", "forecast-lstm")}
     lock = threading.Lock()
     app = FastAPI(title="naive baseline")
+    app.add_middleware(RequestContext)
 
     def predict(name: str, request):
         manifest, module, task = models[name]

@@ -16,7 +16,10 @@ import pytest
 from PIL import Image, ImageDraw
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.answers import SAME_VARIANT, in_process_answers
 from bench.load import run_load
+from bench.payloads import Endpoint
+from service.manifest import ModelManifest
 from tests.conftest import HealthProbe, missing, repository_of, rss_bytes, start_server
 
 pytestmark = pytest.mark.slow  # floods and servers of its own
@@ -100,11 +103,14 @@ def test_load_far_past_capacity_gets_right_answers_or_503_and_memory_comes_back(
     args = ("--max-queue-rows", "48", "--request-timeout-s", "2")
     with start_server(sentiment_repository, tmp_path / "log", *args) as server:
         body = [json.dumps({"texts": ["A wonderful, moving film.", "Dull and far too long."]}).encode()]
-        expect = '"label":"positive"'
+        # Every 200 must be the model's own answer for the body, computed in-process (bench/answers.py).
+        served = ModelManifest.load(sentiment_repository / "sentiment-transformer" / "1").served_variant
+        endpoint = Endpoint("/sentiment", "sentiment-transformer", "application/json", body, "two texts")
+        answers = in_process_answers(sentiment_repository, endpoint, served, SAME_VARIANT)
         target = server.url + "/sentiment"
-        warm = run_load(target, body, "application/json", 300, 5, expect=expect, timeout_s=10)
+        warm = run_load(target, body, "application/json", 300, 5, answers, timeout_s=10)
         rss_before = rss_bytes(server.process.pid)
-        loaded = run_load(target, body, "application/json", 300, 30, expect=expect, timeout_s=10)
+        loaded = run_load(target, body, "application/json", 300, 30, answers, timeout_s=10)
         time.sleep(1)
         rss_after = rss_bytes(server.process.pid)
         print(f"\nload: {loaded.requests} requests in {loaded.seconds} s at 300 connections, statuses {loaded.statuses}, "
@@ -112,6 +118,7 @@ def test_load_far_past_capacity_gets_right_answers_or_503_and_memory_comes_back(
         assert set(loaded.statuses) <= {"200", "503", "504"}, loaded.statuses
         assert loaded.statuses.get("200", 0) > 0 and loaded.statuses.get("503", 0) > 0, "not overloaded"
         assert loaded.socket_errors == 0 and loaded.wrong_answers == 0
+        assert loaded.verified_answers == loaded.statuses["200"]
         assert rss_after <= rss_before * 1.10, (rss_before, rss_after)
         with server.client() as client:
             answer = client.post("/sentiment", json={"text": "What a delight."}, timeout=10)
@@ -150,8 +157,11 @@ def test_under_a_flood_health_answers_within_a_second_and_no_connection_is_dropp
         missing("wrk is not installed (apt-get install wrk)")
     with start_server(sentiment_repository, tmp_path / "log") as server:
         body = [json.dumps({"texts": texts(8, "flood")}).encode()]
+        served = ModelManifest.load(sentiment_repository / "sentiment-transformer" / "1").served_variant
+        endpoint = Endpoint("/sentiment", "sentiment-transformer", "application/json", body, "eight long texts")
+        answers = in_process_answers(sentiment_repository, endpoint, served, SAME_VARIANT)
         with HealthProbe(server.url, HEALTH_PATHS, every=0.1) as probe:
-            flood = run_load(server.url + "/sentiment", body, "application/json", 400, 10, expect='"results"', timeout_s=30)
+            flood = run_load(server.url + "/sentiment", body, "application/json", 400, 10, answers, timeout_s=30)
         print(f"\nflood: {flood.requests} requests, statuses {flood.statuses}, socket errors {flood.socket_errors}; "
               f"health p50 {probe.percentile(0.5) * 1000:.0f} ms, p99 {probe.percentile(0.99) * 1000:.0f} ms, "
               f"max {max(probe.latencies) * 1000:.0f} ms over {len(probe.latencies)} probes")

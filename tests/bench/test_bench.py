@@ -1,4 +1,4 @@
-"""`make bench` end to end in --quick mode: every server answers, and the report has every field."""
+"""`make bench` end to end in --quick mode: every server answers rightly, and the report has every field."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from tests.conftest import ROOT, missing
 
 LOAD_FIELDS = {"concurrency", "requests", "seconds", "rps", "p50_ms", "p90_ms", "p99_ms", "errors", "loadgen_cpu_s",
-               "statuses", "socket_errors", "wrong_answers"}
+               "statuses", "socket_errors", "verified_answers", "wrong_answers"}
 
 
 def test_quick_bench_writes_a_complete_report(api_repository, api_cache, tmp_path):
@@ -33,6 +33,8 @@ def test_quick_bench_writes_a_complete_report(api_repository, api_cache, tmp_pat
             assert [r["concurrency"] for r in endpoint_runs] == report["meta"]["concurrency"] == [1, 4]
             for run in endpoint_runs:
                 assert set(run) == LOAD_FIELDS and run["requests"] > 0 and run["errors"] == 0
+                # Every answer was checked against the model's in-process answer for its body.
+                assert run["verified_answers"] == run["statuses"]["200"] == run["requests"] and run["wrong_answers"] == 0
     for model in report["models"].values():
         assert model["variant"] and model["batching"]["batches"] > 0
     for limit in report["limits"].values():

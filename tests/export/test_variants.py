@@ -12,7 +12,16 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from export.variants import BATCH_TOLERANCE, MIN_SPEEDUP, Guard, rows_one_at_a_time
+from export.variants import (
+    BATCH_TOLERANCE,
+    MIN_SPEEDUP,
+    Guard,
+    Split,
+    VariantCandidate,
+    choose_variants,
+    report_variants,
+    rows_one_at_a_time,
+)
 from service.cpus import physical_cores
 from service.manifest import ModelManifest, sha256_of
 from tests.conftest import MODEL_NAMES, start_server, wait_for_loading_to_end
@@ -44,13 +53,77 @@ def test_manifest_variants_meet_the_rule(api_repository, name):
     for variant in manifest.variants:
         assert sha256_of(version_dir / variant.model_file) == variant.sha256
         assert variant.throughput_ratio >= MIN_SPEEDUP, "a variant that is not faster is not kept"
-        assert variant.within_guard == guard.holds(manifest.metrics.model[headline], variant.metrics[headline])
-        assert set(variant.metrics) >= {headline} and variant.parity.n > 0
+        # Judged on validation: fp32's and the variant's validation figures, never their test figures.
+        assert variant.within_guard == guard.holds(manifest.metrics.validation[headline], variant.validation_metrics[headline])
+        assert set(variant.metrics) >= {headline} and set(variant.validation_metrics) >= {headline} and variant.parity.n > 0
         assert variant.parity.batch_max_abs_diff <= BATCH_TOLERANCE, "a kept variant scores a row alone as in a batch"
     eligible = [v for v in manifest.variants if v.within_guard]
     expected = max(eligible, key=lambda v: v.throughput_ratio).name if eligible else "fp32"
     assert manifest.served_variant == expected
     assert not set(manifest.rejected_variants) & {v.name for v in manifest.variants}
+
+
+# --- the choice reads validation only ----------------------------------------------------------------
+
+
+def _graph(path: Path, matrices: list[np.ndarray]) -> None:
+    """y = x @ m1 @ m2 ... for x of shape (batch, 3)."""
+    nodes, previous = [], "x"
+    for index in range(len(matrices)):
+        output = "y" if index == len(matrices) - 1 else f"h{index}"
+        nodes.append(helper.make_node("MatMul", [previous, f"m{index}"], [output]))
+        previous = output
+    graph = helper.make_graph(
+        nodes, "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[onnx.numpy_helper.from_array(m.astype(np.float32), f"m{i}") for i, m in enumerate(matrices)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def _rows_whose_largest_value_is_in_column(column: int, count: int = 64) -> np.ndarray:
+    x = np.random.default_rng(column).uniform(0, 1, (count, 3)).astype(np.float32)
+    x[:, column] += 1.0
+    return x
+
+
+def _accuracy_split(x: np.ndarray, label: int) -> Split:
+    def evaluate(session: ort.InferenceSession, _: int) -> dict[str, float]:
+        return {"accuracy": float(np.mean(session.run(None, {"x": x})[0].argmax(1) == label))}
+
+    return Split(feeds=[{"x": x}], evaluate=evaluate)
+
+
+def test_the_served_variant_is_chosen_on_validation_and_test_figures_are_only_reported(tmp_path):
+    """fp32 is the identity, slowly (80 identity MatMuls); the candidate reverses the columns in one MatMul.
+    On rows whose largest value is in the middle column both are always right; on rows whose largest is in
+    column 0 the candidate is always wrong. With the middle-column rows as validation the candidate is
+    served, whatever the test rows say; with them as test it is not."""
+    _graph(tmp_path / "model.onnx", [np.eye(3)] * 80)
+
+    def reversed_columns(_: Path, target: Path) -> None:
+        _graph(target, [np.eye(3)[::-1]])
+
+    candidate = [VariantCandidate("reversed", "one MatMul that reverses the columns", reversed_columns)]
+    guard = Guard("accuracy", higher_is_better=True, absolute=0.01)
+    middle, first = _rows_whose_largest_value_is_in_column(1), _rows_whose_largest_value_is_in_column(0)
+
+    def build(validation: Split, test: Split):
+        choice = choose_variants(tmp_path, tmp_path / "model.onnx", candidate, guard, validation, {"x": middle[:16]})
+        return report_variants(choice, tmp_path / "model.onnx", test, guard, classifier=True)
+
+    chosen = build(validation=_accuracy_split(middle, 1), test=_accuracy_split(first, 0))
+    [record] = chosen.records
+    assert chosen.served == "reversed" and record.within_guard
+    assert record.validation_metrics == {"accuracy": 1.0} and chosen.fp32_validation == {"accuracy": 1.0}
+    assert record.metrics == {"accuracy": 0.0}, "the test figure is reported as measured"
+    assert record.parity.argmax_agreement == 0.0 and record.throughput_ratio >= MIN_SPEEDUP
+
+    swapped = build(validation=_accuracy_split(first, 0), test=_accuracy_split(middle, 1))
+    [record] = swapped.records
+    assert swapped.served == "fp32" and not record.within_guard
+    assert record.validation_metrics == {"accuracy": 0.0} and record.metrics == {"accuracy": 1.0}
 
 
 def test_the_service_serves_the_chosen_variant_and_the_setting_overrides_it(api_repository, tmp_path, client):

@@ -266,6 +266,15 @@ def test_keda_queries_ask_only_for_what_the_service_exposes():
     assert set(triggers_by_metric(so)) == LOAD_GAUGES | {QUEUE_WAIT}
 
 
+def test_keda_queries_select_the_overlays_pods():
+    """Without rendering: the overlay's namespace, the base Deployment's pods, not the GPU overlay's."""
+    overlay = yaml.safe_load((KEDA / "kustomization.yaml").read_text())
+    deployment = broken(base_resources()["Deployment"], lambda d: d["metadata"].update(namespace=overlay["namespace"]))
+    gpu_suffix = yaml.safe_load((GPU / "kustomization.yaml").read_text())["nameSuffix"]
+    gpu = broken(deployment, lambda d: d["metadata"].update(name=d["metadata"]["name"] + gpu_suffix))
+    assert pod_selection_problems(scaled_object(), deployment, [gpu]) == []
+
+
 def test_keda_numbers_make_sense():
     assert keda_number_problems(scaled_object(), base_resources()["Deployment"]) == []
 

@@ -5,7 +5,6 @@ the test is skipped."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 import time
 

@@ -3,49 +3,20 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import Metrics
 from tests.deploy.conftest import ROOT
+from tests.deploy.promql import declared, problems
 
 DASHBOARD = ROOT / "deploy" / "monitoring" / "grafana" / "dashboards" / "ortserve.json"
 DIGIT = ROOT / "tests" / "data" / "digit-7.png"
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
-PROMQL_WORDS = {"le"}  # the histogram bucket label PromQL itself groups by
-
-
-def declared() -> dict[str, set[str]]:
-    """Sample name -> label names, for every collector of service.metrics.Metrics, observed or not."""
-    samples: dict[str, set[str]] = {}
-    for collector in vars(Metrics()).values():
-        if isinstance(collector, MetricWrapperBase):
-            for family in collector.describe():
-                for suffix in SUFFIXES[family.type]:
-                    samples[family.name + suffix] = set(collector._labelnames) | ({"le"} if suffix == "_bucket" else set())
-    return samples
 
 
 def expressions() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text())
     return [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-
-
-def problems(expr: str, samples: dict[str, set[str]]) -> list[str]:
-    """Metric names not exposed, and labels that none of the expression's metrics carry."""
-    names = set(re.findall(r"\b(ortserve_[a-z_]+)\b", expr))
-    found = [f"unknown metric {name}" for name in sorted(names - set(samples))]
-    known = names & set(samples)
-    labels = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)\s*\"", expr))
-    for group in re.findall(r"by\s*\(([^)]*)\)", expr):
-        labels.update(label.strip() for label in group.split(","))
-    carried = set().union(*(samples[name] for name in known)) if known else set()
-    if known:
-        found += [f"label {label} is on none of {sorted(known)}" for label in sorted(labels - carried - PROMQL_WORDS)]
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +37,19 @@ def scraped(server) -> dict[str, set[str]]:
 def test_dashboard_has_the_panels_asked_for():
     dashboard = json.loads(DASHBOARD.read_text())
     titles = " | ".join(panel["title"] for panel in dashboard["panels"]).lower()
-    for wanted in ("requests/s", "p99", "batch size", "queue time"):
+    for wanted in ("requests/s", "p99", "batch size", "queue time", "queued rows", "in-flight", "queue wait p50/p90", "503"):
         assert wanted in titles
     assert dashboard["templating"]["list"][0]["name"] == "model"
+
+
+def test_dashboard_shows_the_autoscaling_signals():
+    """The gauges and the queue-wait quantiles the autoscalers act on, each on a panel of its own."""
+    by_title = {panel["title"]: [t["expr"] for t in panel["targets"]] for panel in json.loads(DASHBOARD.read_text())["panels"]}
+    assert any("ortserve_queued_rows{" in expr for expr in by_title["Queued rows per model"])
+    assert any("ortserve_inflight_requests{" in expr for expr in by_title["In-flight requests per model"])
+    waits = " ".join(by_title["Queue wait p50/p90 per model"])
+    for quantile in ("0.50", "0.90"):
+        assert f"histogram_quantile({quantile}, sum by (le, model) (rate(ortserve_queue_duration_seconds_bucket" in waits
 
 
 def test_the_service_exposes_what_metrics_declares(scraped):
@@ -79,7 +60,8 @@ def test_the_service_exposes_what_metrics_declares(scraped):
         assert labels == samples[name], name
     # after one image: requests, latency, batches, queue and compute time, readiness all have samples
     for name in ("ortserve_http_requests_total", "ortserve_batch_size_bucket", "ortserve_queue_duration_seconds_bucket",
-                 "ortserve_compute_duration_seconds_bucket", "ortserve_http_request_duration_seconds_bucket", "ortserve_model_ready"):
+                 "ortserve_compute_duration_seconds_bucket", "ortserve_http_request_duration_seconds_bucket", "ortserve_model_ready",
+                 "ortserve_queued_rows", "ortserve_inflight_requests"):
         assert name in scraped
 
 
@@ -94,4 +76,8 @@ def test_the_check_catches_wrong_names():
     assert problems("sum by (model) (rate(ortserve_requests_total[1m]))", samples) == ["unknown metric ortserve_requests_total"]
     assert problems("sum by (endpoint) (rate(ortserve_batch_size_count[1m]))", samples) == [
         "label endpoint is on none of ['ortserve_batch_size_count']"
+    ]
+    assert problems('sum(ortserv_queued_rows{model="mnist-cnn"})', samples) == ["unknown metric ortserv_queued_rows"]
+    assert problems('sum(ortserve_queued_rows{pod=~"ortserve-.*"})', samples) == [
+        "label pod is on none of ['ortserve_queued_rows']"
     ]

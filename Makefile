@@ -6,13 +6,14 @@ REPOSITORY ?= model_repository
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup models serve test test-fast readme readme-check bench bench-quick audit clean help
+.PHONY: setup models serve test test-fast readme readme-check bench bench-quick perf audit clean help
 
 help:
 	@echo "make serve   set up, build the models if missing or changed, serve on $(HOST):$(PORT)"
 	@echo "make test    set up, build the models if missing or changed, run the test suite"
 	@echo "make test-fast  the same without the slow tests (own servers, builds, floods, fuzzing, browser): for every change"
 	@echo "make bench   the service vs the raw in-process limit vs a naive server (needs wrk), about 8 minutes"
+	@echo "make perf    Triton's perf_analyzer over REST and gRPC (needs libb64-0d), about 10 minutes"
 	@echo "make setup [ORT=cpu|gpu] | make models | make readme | make readme-check | make clean"
 
 $(BIN)/python:
@@ -60,6 +61,10 @@ bench: models
 
 bench-quick: models
 	$(BIN)/python -m bench --quick --repository $(REPOSITORY)
+
+# Triton's perf_analyzer over REST and gRPC, concurrency 1, 4, 16 and 64 on each model (needs libb64: Debian libb64-0d).
+perf: models
+	$(BIN)/python -m bench.perf --repository $(REPOSITORY)
 
 # pip-audit of the serving dependencies: fails on a known vulnerability that has a fix.
 audit: setup

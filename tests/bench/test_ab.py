@@ -12,6 +12,8 @@ import pytest
 from bench.ab import paired
 from tests.conftest import ROOT, missing
 
+pytestmark = pytest.mark.slow  # two services side by side under load
+
 
 def test_pairs_alternate_their_order_and_ratios_pair_each_b_with_its_a():
     calls = []

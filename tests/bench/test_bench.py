@@ -7,7 +7,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, missing
+
+pytestmark = pytest.mark.slow  # the quick benchmark, with wrk
 
 LOAD_FIELDS = {"concurrency", "requests", "seconds", "rps", "p50_ms", "p90_ms", "p99_ms", "errors", "loadgen_cpu_s",
                "statuses", "socket_errors", "verified_answers", "wrong_answers"}

@@ -14,6 +14,8 @@ from export.build import PROJECT_PACKAGES, code_fingerprint, module_closure, nor
 from service.manifest import ModelManifest, sha256_of
 from tests.conftest import MODEL_NAMES, ROOT
 
+pytestmark = pytest.mark.slow  # quick builds of the whole pipeline
+
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_quick_build_is_complete_and_consistent(quick_repository, name):
@@ -125,7 +127,7 @@ def test_shared_preprocessing_change_retrains_its_users(project):
 
 def test_an_api_message_or_the_opset_re_exports_without_retraining(project):
     before = keys(project)
-    edit(project / "service" / "tasks" / "image.py", "the uploaded file is empty", "the upload is empty")
+    edit(project / "service" / "tasks" / "image_decoding.py", "the uploaded file is empty", "the upload is empty")
     after = keys(project)
     assert after["mnist-cnn"][0] == before["mnist-cnn"][0] and after["mnist-cnn"][1] != before["mnist-cnn"][1]
     assert after["sentiment-transformer"] == before["sentiment-transformer"]

@@ -7,10 +7,13 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from export.readme import update_readme
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_check_passes_on_a_fresh_readme_and_names_a_changed_line(quick_repository, tmp_path):
     readme = tmp_path / "README.md"
     shutil.copyfile(ROOT / "README.md", readme)
@@ -26,6 +29,7 @@ def test_check_passes_on_a_fresh_readme_and_names_a_changed_line(quick_repositor
     assert readme.read_text() == edited, "--check changes nothing"
 
 
+@pytest.mark.slow
 def test_the_command_fails_with_a_diff_summary_when_the_readme_is_out_of_date(quick_repository):
     """The project's README describes the full build, not the quick one: against the quick repository it is out of date."""
     result = subprocess.run(

@@ -26,6 +26,8 @@ from models.series_data import TestSeries as TourismSeries
 from service.manifest import ModelManifest
 from tests.conftest import MODEL_NAMES
 
+pytestmark = pytest.mark.slow  # trains with poisoned splits
+
 # Quick builds with a real choice to make: two epochs for the classifiers (the LSTM's quick build already
 # compares two checkpoints, its mixing weights and its interval widths).
 MORE_THAN_ONE_EPOCH = {"mnist-cnn": {"epochs": 2, "max_steps": 0}, "sentiment-transformer": {"epochs": 2}, "forecast-lstm": {}}

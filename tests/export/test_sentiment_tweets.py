@@ -95,6 +95,7 @@ def test_sha256_is_checked(cache_dir, tmp_path):
         read_tweets(tampered)
 
 
+@pytest.mark.slow
 @pytest.mark.real_models
 def test_recorded_out_of_domain_accuracy_is_reproduced(cache_dir, real_repository):
     import onnxruntime as ort

@@ -33,6 +33,7 @@ def _with(manifest: ModelManifest, accuracy: float, targets: dict[str, Target], 
     return manifest.model_copy(update={"metrics": metrics, "variants": variants, "served_variant": served_variant})
 
 
+@pytest.mark.slow  # from the quick build
 def test_missed_targets_covers_fp32_and_the_served_variant(quick_repository):
     manifest = ModelManifest.load(quick_repository / "mnist-cnn" / "1")
     target = {"accuracy": Target(comparison=">=", bound=0.9)}
@@ -64,6 +65,7 @@ def _builder(quick_repository, manifest: ModelManifest) -> ModelBuilder:
                         export=export, data_packages=(), hyperparameters=lambda quick: {"quick": quick})
 
 
+@pytest.mark.slow  # from the quick build
 def test_a_full_build_below_a_target_fails_and_writes_nothing(quick_repository, tmp_path):
     manifest = ModelManifest.load(quick_repository / "mnist-cnn" / "1")
     accuracy = manifest.metrics.model["accuracy"]

@@ -31,8 +31,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     ORTSERVE_HOST=0.0.0.0 \
     ORTSERVE_PORT=8000 \
+    ORTSERVE_GRPC_PORT=8081 \
     ORTSERVE_MODEL_REPOSITORY=/model_repository
-EXPOSE 8000
+EXPOSE 8000 8081
 # Ready, not merely alive: 503 while the models load and warm up, so the start period covers warm-up.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/ready' % os.environ.get('ORTSERVE_PORT', '8000'), timeout=2)"]

@@ -42,7 +42,7 @@ def test_default_service_is_the_cpu_image_with_a_readiness_check(compose):
     assert defaults == ["ortserve"]
     service = compose["services"]["ortserve"]
     assert service["build"]["target"] == "cpu"
-    assert service["ports"] == ["127.0.0.1:8000:8000"]
+    assert service["ports"] == ["127.0.0.1:8000:8000", "127.0.0.1:8081:8081"]  # REST, and the Open Inference Protocol over gRPC
     assert "/health/ready" in " ".join(service["healthcheck"]["test"])
     assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
 

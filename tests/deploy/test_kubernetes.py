@@ -80,7 +80,8 @@ def test_deployment_probes_resources_and_security():
     assert spec["livenessProbe"]["httpGet"]["path"] == "/health/live"
     assert spec["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert spec["startupProbe"]["httpGet"]["path"] == "/health/ready"
-    assert spec["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert spec["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"},
+                             {"name": "grpc", "containerPort": 8081, "protocol": "TCP"}]
     assert set(spec["resources"]) == {"requests", "limits"}
     assert spec["resources"]["requests"]["cpu"] == spec["resources"]["limits"]["cpu"]
     security = spec["securityContext"]

@@ -7,9 +7,10 @@ queue, decode (compute input), run (compute infer) and encode (compute output) a
 <out>/<date>-perf.csv, -perf.json and a throughput-vs-p99 plot, -perf.png.
 
 perf_analyzer ships as a binary inside the Linux tritonclient wheels up to 2.51 (later wheels have none or
-need a newer C library), which is older than the tritonclient the tests use: the wheel is downloaded once
-into the build cache and only the binary is taken from it, with the CUDA runtime library it links against
-(the nvidia-cuda-runtime-cu12 wheel; nothing runs on a GPU). It also needs libb64 (Debian: libb64-0d).
+need a newer C library), which is older than the tritonclient the tests use: only the binary is taken from
+the wheel, pinned by sha256 and kept in the build cache (models/pinned_files.py), with the CUDA runtime
+library it links against (the nvidia-cuda-runtime-cu12 wheel; nothing runs on a GPU). It also needs libb64
+(Debian: libb64-0d).
 Load goes to loopback only and every run is bounded in time.
 """
 
@@ -24,7 +25,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,10 +34,10 @@ from PIL import Image
 from bench.payloads import SENTENCES, digit_pngs, monthly_series
 from bench.servers import free_port, running
 from export.build import default_cache_dir
+from models.pinned_files import PinnedFile
 
 PERF_ANALYZER_WHEEL = "tritonclient==2.51.0"
 CUDA_RUNTIME_WHEEL = "nvidia-cuda-runtime-cu12==12.6.77"
-PLATFORM = "manylinux1_x86_64"
 LEVELS = (1, 4, 16, 64)
 MODELS = ("sentiment-transformer", "mnist-cnn", "forecast-lstm")
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,40 +47,32 @@ class PerfAnalyzerUnavailable(RuntimeError):
     pass
 
 
-def fetch_wheel(requirement: str, folder: Path, platforms: tuple[str, ...]) -> Path:
-    """The wheel, downloaded once with pip (no dependencies, binary only)."""
-    name = requirement.split("==")[0].replace("-", "_")
-    found = sorted(folder.glob(f"{name}-*.whl"))
-    if found:
-        return found[-1]
-    folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", "-d", str(folder)]
-    for tag in platforms:
-        command += ["--platform", tag]
-    subprocess.run([*command, requirement], check=True)
-    found = sorted(folder.glob(f"{name}-*.whl"))
-    if not found:
-        raise PerfAnalyzerUnavailable(f"pip downloaded no wheel for {requirement}")
-    return found[-1]
+PERF_ANALYZER = PinnedFile(
+    requirement=PERF_ANALYZER_WHEEL,
+    distribution="wheel",
+    member="tritonclient-2.51.0.data/data/bin/perf_analyzer",
+    sha256="a8e3fa6d2fcd535770f18fa3c9baf21aee85697352637d24c6b2818401c95a34",
+    cache_path="tritonclient-2.51.0/perf_analyzer",
+    platforms=("manylinux1_x86_64",),
+)
+CUDA_RUNTIME = PinnedFile(
+    requirement=CUDA_RUNTIME_WHEEL,
+    distribution="wheel",
+    member="nvidia/cuda_runtime/lib/libcudart.so.12",
+    sha256="095296727cfb5f51e5b3ae69a3cb88cbd7b6592f314ace0fdfc4e1d758c2aa85",
+    cache_path="nvidia-cuda-runtime-cu12-12.6.77/libcudart.so.12",
+    platforms=("manylinux2014_x86_64",),
+)
 
 
 def perf_analyzer(cache: Path | None = None) -> tuple[Path, dict[str, str]]:
     """The perf_analyzer binary and the environment it runs in; PerfAnalyzerUnavailable says what is missing."""
     if platform.system() != "Linux" or platform.machine() != "x86_64":
         raise PerfAnalyzerUnavailable("perf_analyzer's binary is built for x86-64 Linux only")
-    folder = (cache or default_cache_dir()) / "perf_analyzer"
-    binary, libraries = folder / "perf_analyzer", folder / "lib"
-    if not binary.exists():
-        with zipfile.ZipFile(fetch_wheel(PERF_ANALYZER_WHEEL, folder / "wheels", (PLATFORM,))) as wheel:
-            member = next(n for n in wheel.namelist() if n.endswith("/bin/perf_analyzer"))
-            binary.write_bytes(wheel.read(member))
-        binary.chmod(0o755)
-    if not (libraries / "libcudart.so.12").exists():
-        libraries.mkdir(parents=True, exist_ok=True)
-        runtime = fetch_wheel(CUDA_RUNTIME_WHEEL, folder / "wheels", ("manylinux2014_x86_64", "manylinux_2_17_x86_64"))
-        with zipfile.ZipFile(runtime) as wheel:
-            member = next(n for n in wheel.namelist() if n.endswith("/libcudart.so.12"))
-            (libraries / "libcudart.so.12").write_bytes(wheel.read(member))
+    cache = cache or default_cache_dir()
+    binary = PERF_ANALYZER.fetch(cache)
+    binary.chmod(0o755)
+    libraries = CUDA_RUNTIME.fetch(cache).parent
     environment = {**os.environ, "LD_LIBRARY_PATH": f"{libraries}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
     linked = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, env=environment).stdout
     missing = [line.split()[0] for line in linked.splitlines() if "not found" in line]

@@ -213,6 +213,22 @@ class BuildContext:
     def model_path(self) -> Path:
         return self.out_dir / MODEL_FILE
 
+    def manifest_fields(self, spec, variants, parity) -> dict[str, Any]:
+        """What every builder's manifest says alike: the exported file and its tensors, the parity with
+        PyTorch, the variants and the one served (an export.variants.VariantsResult), and the build."""
+        return {
+            "sha256": sha256_of(self.model_path),
+            "opset": spec.opset,
+            "inputs": list(spec.inputs),
+            "outputs": list(spec.outputs),
+            "parity": parity,
+            "variants": variants.records,
+            "served_variant": variants.served,
+            "guard": variants.guard,
+            "rejected_variants": variants.rejected,
+            "build": self.build_record(),
+        }
+
     def build_record(self) -> BuildRecord:
         return BuildRecord(
             input_hash=self.input_hash,

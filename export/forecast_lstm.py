@@ -30,15 +30,14 @@ from models.lstm import predict, smape, tail_inputs
 from models.series_data import EXTERNAL_BENCHMARKS, FREQUENCY_NAMES, PERIODS, TEST_HORIZON, TOURISM_HORIZON, Series, provenance, tourism
 from models.training import progress
 from service.manifest import (
-    ServingDefaults,
     DataProvenance,
     ForecastPreprocessing,
     HeldOutMetrics,
     ModelManifest,
+    ServingDefaults,
     Target,
     TensorSpec,
     TrainingRecord,
-    sha256_of,
 )
 from service.preprocessing.series import CONTEXT_FEATURES, INTERVAL_LEVELS, MIN_HISTORY, SCALING, STEP_FEATURES, theta_changes
 from service.batch_policy import BatchPolicy
@@ -332,10 +331,6 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             "per period and step, validation quantiles of the log error in units of the series' mean absolute change "
             "over one period of its deseasonalised logs; steps past the validation tail widen like sqrt(step)."
         ),
-        sha256=sha256_of(ctx.model_path),
-        opset=export_spec.opset,
-        inputs=list(export_spec.inputs),
-        outputs=list(export_spec.outputs),
         preprocessing=preprocessing(hp),
         data=DataProvenance(
             packages=data["packages"],
@@ -395,12 +390,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             targets=targets(baselines),
             validation=variants.fp32_validation,
         ),
-        parity=parity,
-        variants=variants.records,
-        served_variant=variants.served,
-        guard=variants.guard,
-        rejected_variants=variants.rejected,
-        build=ctx.build_record(),
+        **ctx.manifest_fields(export_spec, variants, parity),
     )
 
 

@@ -14,15 +14,14 @@ from export.spec import ExportSpec, export_to_onnx, parity_report
 from export.variants import Guard, Split, VariantCandidate, choose_variants, dynamic_int8, report_variants, static_int8
 from models import cnn
 from service.manifest import (
-    ServingDefaults,
     DataProvenance,
     HeldOutMetrics,
     ImagePreprocessing,
     ModelManifest,
+    ServingDefaults,
     Target,
     TensorSpec,
     TrainingRecord,
-    sha256_of,
 )
 from service.preprocessing.image import DIGIT_LABELS, normalise
 from service.batch_policy import BatchPolicy
@@ -148,10 +147,6 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             "max-pooling, dropout, Dense 128, Dense 10; trained with random affine and stroke-width augmentation"
             + (f"; {members} seeds averaged in one graph." if members > 1 else ".")
         ),
-        sha256=sha256_of(ctx.model_path),
-        opset=export_spec.opset,
-        inputs=list(export_spec.inputs),
-        outputs=list(export_spec.outputs),
         labels=LABELS,
         preprocessing=preprocessing,
         data=DataProvenance(
@@ -176,12 +171,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             targets=TARGETS,
             validation=variants.fp32_validation,
         ),
-        parity=parity,
-        variants=variants.records,
-        served_variant=variants.served,
-        guard=variants.guard,
-        rejected_variants=variants.rejected,
-        build=ctx.build_record(),
+        **ctx.manifest_fields(export_spec, variants, parity),
     )
 
 

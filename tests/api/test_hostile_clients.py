@@ -5,10 +5,8 @@ costs the server neither memory nor its health probes."""
 
 from __future__ import annotations
 
-import io
 import json
 import socket
-import threading
 import time
 import uuid
 from contextlib import contextmanager

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.build import default_cache_dir
 from models.sentiment_data import (
     CORPUS_SHA256,
     DOMAINS,

@@ -170,7 +170,7 @@ def require_wrk() -> str:
 
 def run_load(
     url: str, bodies: list[bytes], content_type: str, concurrency: int, seconds: float,
-    answers: ExpectedAnswers | None, timeout_s: float = 30,
+    answers: ExpectedAnswers | None, timeout_s: float = 30, threads: int = 2,
 ) -> LoadResult:
     """`concurrency` connections, each sending its next request when the last one was answered.
 
@@ -192,7 +192,7 @@ def run_load(
         script.write_text(WRK_SCRIPT)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = subprocess.run(
-            [require_wrk(), "-t", str(min(concurrency, 2)), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s",
+            [require_wrk(), "-t", str(max(1, min(concurrency, threads))), "-c", str(concurrency), "-d", f"{max(1, round(seconds))}s",
              "--timeout", f"{max(1, round(timeout_s))}s", "-s", str(script), url],
             capture_output=True, text=True, timeout=seconds + 60,
             env={**os.environ, "BENCH_BODIES": "|".join(paths), "BENCH_CONTENT_TYPE": content_type,

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -147,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", nargs="+", default=["http", "grpc"], choices=["http", "grpc"])
     parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS))
     parser.add_argument("--window-ms", type=int, default=3000, help="perf_analyzer's measurement interval")
+    parser.add_argument("--service-args", default="", help='more service options, e.g. "--providers cuda"')
     args = parser.parse_args(argv)
     try:
         binary, environment = perf_analyzer()
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as scratch:
         command = ["-m", "service", "--model-repository", str(args.repository.resolve()), "--log-level", "warning",
-                   "--grpc-port", str(grpc_port)]
+                   "--grpc-port", str(grpc_port), *shlex.split(args.service_args)]
         with running(command, Path(scratch) / "service.log") as url:
             for model in args.models:
                 for protocol in args.protocols:

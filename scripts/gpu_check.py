@@ -75,8 +75,11 @@ def check_digit_accuracy(url: str) -> tuple[float, float, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python scripts/gpu_check.py", description=__doc__)
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--variants", default="", help='as the service\'s --variants, e.g. {"mnist-cnn": "fp32"}')
     args = parser.parse_args(argv)
     command = ["-m", "service", "--model-repository", str(args.repository.resolve()), "--providers", "cuda", "--log-level", "warning"]
+    if args.variants:
+        command += ["--variants", args.variants]
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "service.log"
         try:

@@ -34,7 +34,7 @@ def main() -> None:
             # The compute budget is inference_workers x cores threads; each run takes `intra` of them.
             workers = max(1, -(-intra * runs // cores))
             command = ["-m", "service", "--model-repository", str(args.repository.resolve()), "--log-level", "warning",
-                       "--intra-op-threads", str(intra), "--inference-workers", str(workers)]
+                       "--workers", "1", "--intra-op-threads", str(intra), "--inference-workers", str(workers)]
             results, _ = measure_server(name, command, [1, 16, 64], args.seconds, Path(logs) / "log",
                                         args.repository.resolve())
             rows.append((name, results))

@@ -14,6 +14,7 @@ from service.runtime import ProviderUnavailable, plan_providers
 from service.server import http_protocol, serve
 from service.settings import Settings
 from service.tracing import TracingUnavailable
+from service.workers import default_workers, serve_workers
 
 
 def preflight(settings: Settings) -> str | None:
@@ -36,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if not settings.workers:
+        settings = settings.model_copy(update={"workers": default_workers(plan_providers(settings))})
     if settings.workers > 1:
-        from service.workers import serve_workers
-
         return serve_workers(settings)
     # uvicorn returns when start-up failed (the lifespan raised): say so with a non-zero exit.
     return 1 if serve(settings) else 0

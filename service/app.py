@@ -100,7 +100,7 @@ def create_app(settings: Settings) -> ServiceApp:
         plan = plan_providers(settings)  # providers=cuda without CUDA fails start-up here
         log.info("execution providers: %s (%s)", [name for name, _ in plan.providers], plan.note)
         # Worker processes share the cores: each runs sessions on its share (service/workers.py).
-        registry = app.state.registry = ModelRegistry(settings, plan, max(1, physical_cores() // settings.workers))
+        registry = app.state.registry = ModelRegistry(settings, plan, max(1, physical_cores() // max(1, settings.workers)))
         registry.change_listeners.append(lambda: metrics.set_readiness(registry))
         app.state.endpoints = endpoint_table(registry, settings.routes)
         # inference_workers runs of every core's worth of threads at once: as many single-threaded runs.

@@ -60,9 +60,10 @@ class Settings(BaseSettings):
         "share the service's cgroup",
     )
     workers: int = Field(
-        1, ge=1, le=64,
-        description="serving processes sharing the port; each loads every model and runs sessions on its share of the "
-        "physical cores (cores / workers), and model control reaches all of them",
+        0, ge=0, le=64,
+        description="serving processes sharing the port (0 = one per physical core, at most 8 when serving on CUDA); "
+        "each loads every model and runs sessions on its share of the cores (cores / workers), and model control "
+        "reaches all of them",
     )
     decode_workers: int = Field(2, ge=1, le=64, description="threads that decode images (a bounded pool, per process)")
     max_decode_mb: int = Field(

@@ -130,6 +130,10 @@ def start_server(repository: Path, log: Path, *args: str, wait_ready: bool = Tru
     quick_stop = () if "--unready-s" in args else ("--unready-s", "0")
     if "--grpc-port" not in args:
         quick_stop += ("--grpc-port", "-1")  # servers side by side would all want gRPC's default port
+    if "--workers" not in args:
+        # One process, so that what a test reads of it (its memory, /models' counters, its log) is all of it;
+        # tests/api/test_workers.py runs several.
+        quick_stop += ("--workers", "1")
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
                "--model-repository", str(repository), *quick_stop, *args]
     with log.open("w") as sink:

@@ -24,8 +24,9 @@ def free_port() -> int:
 def running(command: list[str], log: Path, timeout: float = 300.0, cwd: Path = ROOT, env: dict | None = None):
     """Yield the base URL of `command` (which takes --port), run from `cwd`, once its /health answers 200."""
     port = free_port()
-    if command[:2] == ["-m", "service"] and "--grpc-port" not in command:
-        command = [*command, "--grpc-port", "-1"]  # servers side by side would all want gRPC's default port
+    if command[:2] == ["-m", "service"] and "--grpc-port" not in command and Path(cwd).resolve() == ROOT:
+        # Servers side by side would all want gRPC's default port (another checkout's may not know the flag).
+        command = [*command, "--grpc-port", "-1"]
     with log.open("w") as sink:
         process = subprocess.Popen(
             [sys.executable, *command, "--port", str(port)], cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, env=env

@@ -34,6 +34,7 @@ from service.routes.grpc_v2 import start_grpc, stop_grpc
 from service.runtime import plan_providers
 from service.settings import Settings
 from service.tracing import Tracer, TracingMiddleware
+from service.worker_stats import WorkerStats
 
 log = logging.getLogger("service")
 
@@ -112,6 +113,8 @@ def create_app(settings: Settings) -> ServiceApp:
         decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
         app.state.dataplane = DataPlane(registry, settings, run_pool, decode_pool, metrics, budget)
         app.state.dataplane.tracer = app.state.tracer
+        worker_stats = app.state.dataplane.worker_stats = WorkerStats.from_environment()
+        publishing = asyncio.create_task(worker_stats.publishing(app.state.dataplane.counters)) if worker_stats else None
         app.state.draining = False  # set on SIGTERM (service/__main__.py): readiness answers 503 from then on
         grpc_server = None
         if settings.grpc_port >= 0:
@@ -137,6 +140,9 @@ def create_app(settings: Settings) -> ServiceApp:
             if grpc_server is not None:
                 await stop_grpc(grpc_server, settings.drain_s)
             await app.state.dataplane.close()
+            if publishing is not None:  # once more, with the last requests counted
+                publishing.cancel()
+                await asyncio.gather(publishing, return_exceptions=True)
             decode_pool.shutdown(wait=True, cancel_futures=True)
             run_pool.shutdown(wait=True, cancel_futures=True)
             if app.state.tracer is not None:

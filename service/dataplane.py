@@ -11,7 +11,7 @@ import time
 import weakref
 from collections import Counter
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pydantic import BaseModel
@@ -26,6 +26,9 @@ from service.metrics import Metrics
 from service.registry import ModelEntry, ModelRegistry
 from service.settings import Settings
 from service.tracing import RequestTimes
+
+
+COUNTERS = ("batch_sizes", "batch_compute_s")  # ModelStats' fields keyed by batch size
 
 
 @dataclass
@@ -60,6 +63,36 @@ class ModelStats:
         self.compute_s += stats.compute_s
         self.request_queue_s += stats.queue_total_s
         self.request_compute_s += stats.compute_s * stats.requests
+
+    def as_dict(self) -> dict[str, Any]:
+        """As JSON can hold it (service/worker_stats.py)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in COUNTERS:
+            data[name] = {str(size): value for size, value in data[name].items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelStats":
+        known = {f.name for f in fields(cls)}
+        values = {name: value for name, value in data.items() if name in known}
+        for name in COUNTERS:
+            values[name] = Counter({int(size): value for size, value in values.get(name, {}).items()})
+        return cls(**values)
+
+    def plus(self, other: "ModelStats") -> "ModelStats":
+        """Both processes' counts together (a new object)."""
+        total = ModelStats()
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "last_inference":
+                value = max(mine, theirs)
+            elif isinstance(mine, Counter):
+                value = Counter(mine)
+                value.update(theirs)  # not `+`, which drops what is not positive
+            else:
+                value = mine + theirs
+            setattr(total, f.name, value)
+        return total
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -100,6 +133,7 @@ class DataPlane:
         self._every_batcher: weakref.WeakSet[DynamicBatcher] = weakref.WeakSet()  # retired ones too, to stop
         self.stats: dict[tuple[str, str], ModelStats] = {}
         self.tracer = None  # service.tracing.Tracer when the service traces (--otel)
+        self.worker_stats = None  # service.worker_stats.WorkerStats when other worker processes serve too
         registry.retire_listeners.append(self.retire)
 
     def batcher(self, entry: ModelEntry) -> DynamicBatcher:
@@ -115,7 +149,7 @@ class DataPlane:
 
     def _batcher_for(self, entry: ModelEntry) -> DynamicBatcher:
         model, task, policy = entry.model, entry.task, entry.policy
-        stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
+        stats = self._stats_of(entry)
         labels = (entry.name, entry.version, entry.variant or "fp32")
 
         m = self.metrics
@@ -198,7 +232,7 @@ class DataPlane:
     async def _serve(self, entry: ModelEntry, decode, encode):
         """The one sequence of every request: admit (a full queue answers before any decoding is spent on
         the request), decode, wait for the batch's run, encode; within the deadline, counted."""
-        stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
+        stats = self._stats_of(entry)
         tracer = self.tracer
         times = RequestTimes() if tracer is not None else None
 
@@ -219,14 +253,20 @@ class DataPlane:
                 times.decode, times.encode = (started, decoded_at), (encoding, ended)
             return answer
 
-        answer = await self._accounted(entry, run())
+        answer = await self._accounted(entry, stats, run())
         if times is not None:
             tracer.stages(times, entry.name, entry.version)
         return answer
 
-    async def _accounted(self, entry: ModelEntry, work):
+    def _stats_of(self, entry: ModelEntry) -> ModelStats:
+        key = (entry.name, entry.version)
+        found = self.stats.get(key)
+        if found is None:
+            found = self.stats[key] = ModelStats()
+        return found
+
+    async def _accounted(self, entry: ModelEntry, stats: ModelStats, work):
         """Run one request's work within its deadline, counting its success or failure."""
-        stats = self.stats.setdefault((entry.name, entry.version), ModelStats())
         stats.requests += 1
         labels = (entry.name, entry.version, entry.variant or "fp32")
         inflight = self.metrics.child(self.metrics.inflight, *labels)
@@ -279,11 +319,24 @@ class DataPlane:
         return decoded
 
     def statistics(self, entry: ModelEntry) -> ModelStats:
-        return self.stats.get((entry.name, entry.version), ModelStats())
+        """The model version's counters: the whole server's, with worker processes (service/worker_stats.py)."""
+        own = self.stats.get((entry.name, entry.version), ModelStats())
+        if self.worker_stats is None:
+            return own
+        key = f"{entry.name}/{entry.version}"
+        total = own
+        for counters in self.worker_stats.others():
+            if key in counters:
+                total = total.plus(ModelStats.from_dict(counters[key]))
+        return total
+
+    def counters(self) -> dict[str, dict[str, Any]]:
+        """This process's counters, for the other workers."""
+        return {f"{name}/{version}": stats.as_dict() for (name, version), stats in self.stats.items()}
 
     def summary(self, entry: ModelEntry) -> dict[str, Any]:
         policy = entry.policy
-        stats = self.stats.get((entry.name, entry.version), ModelStats())
+        stats = self.statistics(entry)
         return {
             "max_batch_size": policy.max_batch_size,
             "threads_per_run": entry.model.threads if entry.model else None,

@@ -114,16 +114,44 @@ def error_answer(status: int, reason: str, code: str, message: str, headers: tup
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
+class Sweep:
+    """Every SWEEP_S, the connections whose deadline has passed get their timeout: one timer per server."""
+
+    SWEEP_S = 0.25
+    _running: dict[int, "Sweep"] = {}  # by the set of connections of one server
+
+    def __init__(self, loop, connections) -> None:
+        self.loop, self.connections = loop, connections
+        self.loop.call_later(self.SWEEP_S, self.run)
+
+    @classmethod
+    def of(cls, loop, connections) -> None:
+        found = cls._running.get(id(connections))
+        if found is None or found.connections is not connections or found.loop is not loop:
+            cls._running[id(connections)] = cls(loop, connections)
+
+    def run(self) -> None:
+        now = self.loop.time()
+        for connection in list(self.connections):
+            check = getattr(connection, "check_deadline", None)
+            if check is not None:
+                check(now)
+        if self.loop.is_closed():
+            return
+        self.loop.call_later(self.SWEEP_S, self.run)
+
+
 def service_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
     class ServiceHttpProtocol(HttpToolsProtocol):
         def connection_made(self, transport) -> None:  # type: ignore[override]
             self._head_bytes, self._in_head, self._lingering = 0, True, False
             self._notices: list[DisconnectNotice] = []  # of this connection's requests not yet answered
-            self._phase, self._timer, self._cooling, self._lingered = None, None, None, 0
+            self._deadline, self._on_deadline, self._cooling, self._lingered = 0.0, None, None, 0
             super().connection_made(transport)
             # uvicorn's set holds every open connection of the process, this one included.
             self._over_capacity = len(self.connections) > limits.max_connections
-            self._arm("idle", limits.idle_s, self._idle_timeout)
+            self._arm(limits.idle_s, self._idle_timeout)
+            Sweep.of(self.loop, self.connections)
 
         def connection_lost(self, exc) -> None:
             self._disarm()
@@ -136,22 +164,24 @@ def service_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         # --- timers ------------------------------------------------------------------------------
 
-        def _arm(self, phase: str, seconds: float, callback: Callable[[], None]) -> None:
-            self._disarm()
-            self._phase, self._timer = phase, self.loop.call_later(seconds, callback)
+        # A deadline per connection, checked by one sweep of the server's connections (Sweep): no timer is
+        # made and cancelled for each phase of each request.
+        def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
+            self._deadline, self._on_deadline = self.loop.time() + seconds, callback
 
         def _disarm(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._phase, self._timer = None, None
+            self._on_deadline = None
+
+        def check_deadline(self, now: float) -> None:
+            if self._on_deadline is not None and now >= self._deadline:
+                callback, self._on_deadline = self._on_deadline, None
+                callback()
 
         def _idle_timeout(self) -> None:
-            self._phase, self._timer = None, None
             if not self.transport.is_closing():
                 self.transport.close()  # nothing was asked: nothing to answer
 
         def _head_timeout(self) -> None:
-            self._phase, self._timer = None, None
             if self._busy():  # a pipelined head behind an answer in progress: close once it is sent
                 self.cycle.keep_alive = False
                 self.flow.pause_reading()
@@ -161,7 +191,6 @@ def service_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 f"the request line and headers did not arrive within {limits.head_s:g} s"))
 
         def _body_timeout(self) -> None:
-            self._phase, self._timer = None, None
             cycle = self.cycle
             if cycle is None or not cycle.more_body or cycle.response_complete:
                 return
@@ -212,7 +241,7 @@ def service_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._arm("head", limits.head_s, self._head_timeout)
+            self._arm(limits.head_s, self._head_timeout)
 
         def on_headers_complete(self) -> None:
             # A head that arrived whole in one read is measured here; raising stops the parser, which
@@ -233,7 +262,7 @@ def service_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
             super().on_headers_complete()
             self._disarm()
             if not pipelined:
-                self._arm("body", limits.body_s, self._body_timeout)
+                self._arm(limits.body_s, self._body_timeout)
             # The request's task is created but has not run yet: the scope it will read can still take the notice.
             self.cycle.transport = HeadWithBody(self.transport, hold=self.scope["method"] != "HEAD")
             notice = DisconnectNotice(self.cycle)
@@ -242,7 +271,7 @@ def service_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
-            if self._phase == "body":
+            if self._on_deadline == self._body_timeout:
                 self._disarm()
             self._head_bytes, self._in_head = 0, True
 

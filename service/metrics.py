@@ -126,9 +126,10 @@ class RequestMetrics:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             # A task endpoint serves one model (service/endpoints.py); a V2 route names its model in the path.
-            model = scope.get("path_params", {}).get("name") or getattr(route, "model", "")
-            if model and not self.known_model(model):
-                model = UNKNOWN_MODEL
+            model = getattr(route, "model", "")  # a task endpoint's, from the endpoint table
+            named = scope.get("path_params", {}).get("name") if not model else None
+            if named:  # a name from the client: labelled only when the registry knows it
+                model = named if self.known_model(named) else UNKNOWN_MODEL
             method = scope.get("method", "")
             if method not in METHODS:
                 method = OTHER_METHOD

@@ -31,6 +31,7 @@ from service.cpus import physical_cores
 from service.metrics import MULTIPROCESS_ENV
 from service.runtime import CUDA, ProviderPlan
 from service.settings import Settings
+from service.worker_stats import WORKER_STATS_ENV
 
 log = logging.getLogger("service.workers")
 CHECK_S = 0.5
@@ -61,6 +62,8 @@ def serve_workers(settings: Settings) -> int:
     (run_dir / "metrics").mkdir()
     os.environ[MULTIPROCESS_ENV] = str(run_dir / "metrics")  # read by each worker's prometheus-client
     os.environ[CONTROL_LOG_ENV] = str(run_dir / "control.jsonl")
+    (run_dir / "stats").mkdir()
+    os.environ[WORKER_STATS_ENV] = str(run_dir / "stats")  # per-model counters (service/worker_stats.py)
     sockets = [uvicorn.Config("service.app:create_app", host=settings.host, port=settings.port).bind_socket()]
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()

@@ -112,7 +112,11 @@ def validated(model: type[BaseModel], data: Any, limits: InputLimits) -> BaseMod
 
 async def read_request(endpoint: TaskEndpoint, scope, receive, limits: InputLimits) -> BaseModel:
     """The HTTP request as the task's request model, by the task's HTTP binding."""
-    content_type = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"content-type"), "")
+    content_type = ""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            content_type = value.decode("latin-1")
+            break
     check_media_type(content_type, endpoint.media_type)
     binding, model = endpoint.task.http, endpoint.request_model
     if endpoint.media_type == MULTIPART:

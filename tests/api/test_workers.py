@@ -45,6 +45,17 @@ def test_two_workers_serve_one_port_and_their_metrics_add_up(api_repository, tmp
             assert counted(server, "/classify-image") == 40
             ready = [line for line in client.get("/metrics").text.splitlines() if line.startswith("ortserve_model_ready{")]
             assert ready and all(line.endswith(" 1.0") for line in ready)
+        # Triton's statistics (perf_analyzer reads them between windows) are the server's, whichever worker
+        # answers: each worker's own live counts plus the others' last published ones.
+        answered_by: dict[str, int] = {}
+        deadline = time.monotonic() + 30
+        while len(answered_by) < 2 or set(answered_by.values()) != {40}:
+            assert time.monotonic() < deadline, answered_by
+            with httpx.Client(base_url=server.url, timeout=30) as fresh:
+                answer = fresh.get("/v2/models/mnist-cnn/stats")
+            assert answer.status_code == 200
+            answered_by[worker_of(answer)] = answer.json()["model_stats"][0]["inference_stats"]["success"]["count"]
+            time.sleep(0.05)
 
 
 class WorkerClients:

@@ -12,12 +12,12 @@ from tritonclient.grpc import service_pb2
 from service.errors import BadRequest
 from service.protocol.v2 import (
     DATATYPES,
-    PROTOCOL_PARAMETERS,
     ShapeCheck,
     binary_of,
     datatype_of,
     element_count,
     from_binary,
+    is_protocol_parameter,
     shaped,
 )
 
@@ -36,7 +36,7 @@ def parameter_value(parameter: service_pb2.InferParameter) -> Any:
 
 def parameters_of(request: service_pb2.ModelInferRequest) -> dict[str, Any]:
     """The request's parameters for the model (the protocol's own, such as priority, left out)."""
-    return {k: parameter_value(v) for k, v in request.parameters.items() if k not in PROTOCOL_PARAMETERS}
+    return {k: parameter_value(v) for k, v in request.parameters.items() if not is_protocol_parameter(k)}
 
 
 def request_arrays(request: service_pb2.ModelInferRequest, check_shape: ShapeCheck) -> dict[str, np.ndarray]:

@@ -16,8 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from service.errors import BadRequest, InferenceFailed, InvalidInput, ServiceError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-# Request parameters that belong to the protocol or to Triton, not to a model.
-PROTOCOL_PARAMETERS = {"binary_data_output", "priority", "timeout", "sequence_id", "sequence_start", "sequence_end"}
+# Request parameters that belong to the protocol or to Triton, not to a model: these, and Triton's reserved
+# prefix (perf_analyzer's gRPC requests carry triton_enable_empty_final_response).
+PROTOCOL_PARAMETERS = {"binary_data_output", "priority", "timeout", "sequence_id", "sequence_start", "sequence_end",
+                       "headers"}
+RESERVED_PREFIX = "triton_"
+
+
+def is_protocol_parameter(name: str) -> bool:
+    return name in PROTOCOL_PARAMETERS or name.startswith(RESERVED_PREFIX)
 DATATYPES: dict[str, Any] = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
     "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
@@ -197,7 +204,7 @@ def parse_request(
 
 
 def model_parameters(request: InferenceRequest) -> dict[str, Any]:
-    return {k: v for k, v in request.parameters.items() if k not in PROTOCOL_PARAMETERS}
+    return {k: v for k, v in request.parameters.items() if not is_protocol_parameter(k)}
 
 
 def datatype_of(array: np.ndarray) -> str:

@@ -86,6 +86,28 @@ def test_forecast_with_parameters_equals_rest(grpc_client, client):
     assert np.allclose(result.as_numpy("forecast")[0], rest["forecast"], rtol=1e-5)
 
 
+def test_tritons_reserved_parameters_are_the_protocols_and_others_still_the_models(grpc_client, client, server):
+    """perf_analyzer's gRPC requests carry triton_enable_empty_final_response (tritonclient's Python client
+    will not send it, so the request is made by hand); a model that refuses unknown parameters must not see
+    it, nor any other triton_ name, over gRPC or REST."""
+    request = triton.service_pb2.ModelInferRequest(model_name="forecast-lstm")
+    request.inputs.add(name="history", datatype="FP32", shape=[1, len(SERIES)]).contents.fp32_contents.extend(SERIES)
+    request.parameters["horizon"].int64_param = 6
+    request.parameters["triton_enable_empty_final_response"].bool_param = False
+    request.parameters["priority"].int64_param = 1
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        response = triton.service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+        assert np.frombuffer(response.raw_output_contents[0], dtype="<f4").shape == (6,)
+        request.parameters["tritonish"].int64_param = 1
+        with pytest.raises(grpc.RpcError) as refused:
+            triton.service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "unknown parameters" in refused.value.details()
+    tensor = {"name": "history", "shape": [1, len(SERIES)], "datatype": "FP32", "data": SERIES}
+    reserved = {"horizon": 6, "triton_enable_empty_final_response": False, "priority": 1}
+    rest = client.post("/v2/models/forecast-lstm/infer", json={"inputs": [tensor], "parameters": reserved})
+    assert rest.status_code == 200 and len(rest.json()["outputs"][0]["data"]) == 6
+
+
 def test_configuration_and_statistics_are_tritons(grpc_client, client):
     config = grpc_client.get_model_config("sentiment-transformer", as_json=True)["config"]
     rest_config = client.get("/v2/models/sentiment-transformer/config").json()

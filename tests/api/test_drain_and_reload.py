@@ -82,14 +82,34 @@ def copy_model(source: Path, target: Path, version: str) -> None:
     (target / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
-class SteadyClients:
+class ClientThreads:
+    """Client threads running `_run` until the `with` block ends."""
+
+    def __init__(self, url: str, clients: int = 4):
+        self.url, self.stop, self.answers = url, threading.Event(), []
+        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+
+class SteadyClients(ClientThreads):
     """A few clients classifying a digit in a loop, recording for every answer when its request was sent,
     its status, model version and label."""
 
     def __init__(self, url: str, clients: int = 4):
-        self.url, self.stop, self.answers = url, threading.Event(), []
+        super().__init__(url, clients)
         self.digit = (ROOT / "tests" / "data" / "digit-7.png").read_bytes()
-        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
 
     def _run(self) -> None:
         with httpx.Client(base_url=self.url, timeout=60) as client:
@@ -105,16 +125,6 @@ class SteadyClients:
         while not condition(list(self.answers)):
             assert time.monotonic() < deadline, f"not reached within {timeout} s: {self.answers[-5:]}"
             time.sleep(0.01)
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
 
 
 def control(server, action: str, name: str = "mnist-cnn", key: str = ADMIN_KEY) -> httpx.Response:

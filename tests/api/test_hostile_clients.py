@@ -177,17 +177,22 @@ def test_a_silent_connection_is_closed_after_the_idle_timeout(strict_server):
         assert 0.8 < time.monotonic() - started < 3
 
 
+def trickle(sock, data: bytes, pause_s: float) -> None:
+    """A byte at a time, `pause_s` apart, until sent or the server closes."""
+    try:
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            time.sleep(pause_s)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 @pytest.mark.slow
 def test_a_head_trickled_a_byte_at_a_time_is_answered_408(strict_server):
     request = b"GET /health/live HTTP/1.1\r\nhost: x\r\nx-slow: " + b"a" * 100
     with connect(strict_server) as sock:
         started = time.monotonic()
-        try:
-            for byte in request:
-                sock.sendall(bytes([byte]))
-                time.sleep(0.1)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        trickle(sock, request, 0.1)
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["code"] == "request_timeout"
@@ -201,12 +206,7 @@ def test_a_trickled_body_is_answered_408_and_nothing_is_inferred(strict_server):
         sock.sendall(b"POST /sentiment HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
                      + f"content-length: {len(body)}\r\n\r\n".encode())
         started = time.monotonic()
-        try:
-            for byte in body:
-                sock.sendall(bytes([byte]))
-                time.sleep(0.2)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        trickle(sock, body, 0.2)
         answer = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
     assert "within 1.5 s" in json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["message"]

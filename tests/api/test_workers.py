@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import time
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.test_drain_and_reload import ADMIN_KEY, control, copy_model
+from tests.api.test_drain_and_reload import ADMIN_KEY, ClientThreads, control, copy_model
 from tests.conftest import ROOT, repository_of, start_server
 
 pytestmark = pytest.mark.slow  # servers of its own, of several processes
@@ -58,12 +57,12 @@ def test_two_workers_serve_one_port_and_their_metrics_add_up(api_repository, tmp
             time.sleep(0.05)
 
 
-class WorkerClients:
+class WorkerClients(ClientThreads):
     """Clients classifying in a loop on new connections, noting which worker answered which version."""
 
     def __init__(self, url: str, clients: int = 4):
-        self.url, self.stop, self.answers, self.refused = url, threading.Event(), [], []
-        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
+        super().__init__(url, clients)
+        self.refused = []
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -78,16 +77,6 @@ class WorkerClients:
                     self.answers.append((sent, type(exc).__name__, None, None))
                     continue
                 self.answers.append((sent, answer.status_code, worker_of(answer), answer.json().get("version")))
-
-    def __enter__(self):
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
 
 
 def test_a_reload_reaches_every_worker_without_a_failed_request(api_repository, tmp_path):

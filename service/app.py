@@ -204,4 +204,4 @@ def create_app(settings: Settings) -> ServiceApp:
     tracer = app.state.tracer = Tracer(version=app.version) if settings.otel else None
     if tracer is None:
         return ServiceApp(RequestContext(entry), app)
-    return ServiceApp(TracingMiddleware(RequestContext(entry, trace_id=tracer.current_trace_id), tracer), app)
+    return ServiceApp(TracingMiddleware(RequestContext(entry, trace_id=tracer.current_trace_id, on_client_id=tracer.note_request_id), tracer), app)

@@ -68,22 +68,28 @@ def configure_logging(level: str, fmt: str) -> None:
 
 
 class RequestContext:
-    """ASGI middleware: set the request id for the request's logs and echo it in X-Request-ID. When the
-    service traces, the request id is the trace id (`trace_id` gives the current one)."""
+    """ASGI middleware: set the request id for the request's logs and echo it in X-Request-ID: the client's
+    own when it sent a sane one, else, when the service traces, the trace id (`trace_id` gives the current
+    one; the client's id is then noted on the span), else a new one."""
 
-    def __init__(self, app, trace_id: Callable[[], str | None] | None = None):
+    def __init__(self, app, trace_id: Callable[[], str | None] | None = None,
+                 on_client_id: Callable[[str], None] | None = None):
         self.app = app
         self.trace_id = trace_id
+        self.on_client_id = on_client_id  # with tracing: notes the client's id on the request's span
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        traced = self.trace_id() if self.trace_id is not None else None
-        if traced is not None:
-            rid = traced
+        # The client's own id first (it correlates the answer with its request), then the trace id.
+        sent = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
+        if _SANE_ID.fullmatch(sent):
+            rid = sent
+            if self.trace_id is not None and self.on_client_id is not None:
+                self.on_client_id(sent)
         else:
-            sent = dict(scope["headers"]).get(REQUEST_ID_HEADER, b"").decode("latin-1")
-            rid = sent if _SANE_ID.fullmatch(sent) else new_id()
+            traced = self.trace_id() if self.trace_id is not None else None
+            rid = traced if traced is not None else new_id()
         token = request_id.set(rid)
 
         async def send_with_id(message):

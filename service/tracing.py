@@ -1,6 +1,6 @@
 """OpenTelemetry tracing, with --otel and the `otel` extra (opentelemetry-sdk): a SERVER span per request
 (HTTP and gRPC), with `decode`, `queue`, `compute` and `encode` as its children, and the trace id as the
-request id (X-Request-ID). W3C `traceparent` from the client is honoured. Spans go where the standard
+request id (X-Request-ID) unless the client sent its own (then kept, and noted on the span as request.id). W3C `traceparent` from the client is honoured. Spans go where the standard
 OpenTelemetry variables say (OTEL_TRACES_EXPORTER: otlp, the default, needs
 opentelemetry-exporter-otlp-proto-http; console prints them; none drops them).
 
@@ -70,6 +70,10 @@ class Tracer:
         context = self.propagator.extract(carrier)
         with self.tracer.start_as_current_span(name, context=context, kind=self._server) as span:
             yield span
+
+    def note_request_id(self, request_id: str) -> None:
+        """The client's own X-Request-ID on the request's span (then the request id is not the trace id)."""
+        self._trace.get_current_span().set_attribute("request.id", request_id)
 
     def current_trace_id(self) -> str | None:
         context = self._trace.get_current_span().get_span_context()

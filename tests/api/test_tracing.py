@@ -66,6 +66,17 @@ def test_the_clients_traceparent_is_continued(traced):
     assert server["parent_id"] == "0x" + CLIENT_SPAN and server["name"] == "POST /predict-sequence"
 
 
+def test_a_clients_own_request_id_is_kept_and_noted_on_its_span(traced):
+    with traced.client() as client:
+        answer = client.post("/sentiment", json={"text": "Fine."}, headers={"x-request-id": "order-42"})
+        traced_id = client.post("/sentiment", json={"text": "Fine."},
+                                headers={"x-request-id": "order-43", "traceparent": f"00-{CLIENT_TRACE[1:]}1-{CLIENT_SPAN}-01"})
+    assert answer.status_code == 200 and answer.headers["x-request-id"] == "order-42"
+    assert traced_id.headers["x-request-id"] == "order-43"
+    server = next(s for s in spans_of(traced, CLIENT_TRACE[1:] + "1", 5) if s["kind"] == "SpanKind.SERVER")
+    assert server["attributes"]["request.id"] == "order-43"
+
+
 def test_grpc_calls_are_traced_too(traced):
     client = triton.InferenceServerClient(traced.grpc_address)
     text = triton.InferInput("text", [1], "BYTES")
